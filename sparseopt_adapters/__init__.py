@@ -1,0 +1,22 @@
+"""Sparse derivatives of JAX functions, plugged into IPOPT, scipy.optimize and optimistix.
+
+Importing the package turns on JAX float64 (``jax_enable_x64``): every solver it feeds works in
+double precision, and IPOPT in float32 fails (see the README). Set the environment variable
+``SPARSEOPT_NO_X64=1`` before importing to keep JAX's default.
+
+The solver adapters live in submodules and import their host package only when imported:
+``sparseopt_adapters.ipopt``, ``sparseopt_adapters.scipy``, ``sparseopt_adapters.optimistix``.
+"""
+
+import os as _os
+
+import jax as _jax
+
+if not _os.environ.get("SPARSEOPT_NO_X64"):
+    _jax.config.update("jax_enable_x64", True)
+
+from ._errors import DenseColoringWarning as DenseColoringWarning
+from ._errors import SparsityWarning as SparsityWarning
+from ._pattern import SparsityPattern as SparsityPattern
+
+__version__ = "0.1.0"
