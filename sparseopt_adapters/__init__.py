@@ -17,6 +17,10 @@ if not _os.environ.get("SPARSEOPT_NO_X64"):
 
 from ._errors import DenseColoringWarning as DenseColoringWarning
 from ._errors import SparsityWarning as SparsityWarning
+from ._parametrization import Fixed as Fixed
+from ._parametrization import PatternMatrix as PatternMatrix
+from ._parametrization import ravel_parameters as ravel_parameters
+from ._parametrization import unwrap_fixed as unwrap_fixed
 from ._pattern import SparsityPattern as SparsityPattern
 
 __version__ = "0.1.0"
