@@ -15,8 +15,17 @@ import jax as _jax
 if not _os.environ.get("SPARSEOPT_NO_X64"):
     _jax.config.update("jax_enable_x64", True)
 
+from ._detection import hessian_sparsity as hessian_sparsity
+from ._detection import jacobian_sparsity as jacobian_sparsity
 from ._errors import DenseColoringWarning as DenseColoringWarning
 from ._errors import SparsityWarning as SparsityWarning
+from ._gauss_newton import GaussNewton as GaussNewton
+from ._gauss_newton import GaussNewtonResult as GaussNewtonResult
+from ._gauss_newton import SparseDirectSolver as SparseDirectSolver
+from ._gauss_newton import gauss_newton as gauss_newton
+from ._gauss_newton import gauss_newton_step as gauss_newton_step
+from ._gauss_newton import jacobian_operator as jacobian_operator
+from ._gauss_newton import normal_operator as normal_operator
 from ._parametrization import Fixed as Fixed
 from ._parametrization import PatternMatrix as PatternMatrix
 from ._parametrization import ravel_parameters as ravel_parameters
