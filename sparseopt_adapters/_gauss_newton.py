@@ -1,0 +1,792 @@
+"""Gauss–Newton steps through lineax: matrix-free normal operators and a sparse direct solver.
+
+For a residual ``r(x)`` with Jacobian ``J`` the Gauss–Newton step solves
+
+    (JᵀJ + λ D) δ = −Jᵀ r,
+
+the normal equations of ``min_δ ‖J δ + r‖² + λ δᵀ D δ``. Three kinds of route:
+
+- **matrix-free** (``"cg"``, ``"normal_cg"``, ``"lsmr"``): ``J`` is only applied, by one JVP
+  (and one VJP for ``Jᵀ``) of a linearisation of ``r``; ``JᵀJ`` is a
+  ``lineax.FunctionLinearOperator`` tagged symmetric positive semidefinite and solved by
+  ``lineax.CG``, or ``J`` (stacked with ``√λ D^½`` when damped) goes to ``lineax.Normal(CG)``
+  or ``lineax.LSMR``. Nothing of size ``n²`` or ``m·n`` is ever built, so this is the route for
+  dense Jacobians.
+- **assembled** (``"direct"``): ``J`` is assembled on its sparsity pattern from one JVP per
+  color, ``JᵀJ + λD`` is formed sparse and factorised by SuperLU
+  ([`SparseDirectSolver`][sparseopt_adapters.SparseDirectSolver], a lineax solver that calls
+  scipy through ``jax.pure_callback`` on the host).
+- ``"auto"`` picks one from the structure: colors versus ``n``, the fill of ``JᵀJ``.
+
+The one-off work (sparsity detection, coloring, route choice) happens in
+[`GaussNewton`][sparseopt_adapters.GaussNewton]; every later step is one jitted function.
+
+Backend choice. scikit-sparse (CHOLMOD) has no wheel on PyPI and needs a system SuiteSparse,
+and qdldl/pypardiso would be new binary dependencies; scipy is already required. scipy has no
+sparse Cholesky, so the normal matrix ``JᵀJ + λD`` (symmetric positive definite) is factorised
+by ``scipy.sparse.linalg.splu`` in symmetric mode: minimum-degree ordering on ``Aᵀ+A``
+(``permc_spec="MMD_AT_PLUS_A"``), no off-diagonal pivoting (``diag_pivot_thresh=0``), which is
+a symmetric-permuted LU with the fill of a Cholesky factor. Square Jacobians (``m == n``) skip
+the normal equations and are LU-factorised directly (COLAMD ordering, partial pivoting), which
+does not square the condition number.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ._errors import DenseColoringWarning
+from ._parametrization import ravel_parameters, unwrap_fixed
+from ._pattern import SparsityPattern
+
+__all__ = [
+    "GaussNewton",
+    "GaussNewtonResult",
+    "SparseDirectSolver",
+    "gauss_newton",
+    "gauss_newton_step",
+    "jacobian_operator",
+    "normal_operator",
+]
+
+_ROUTES = ("auto", "direct", "cg", "normal_cg", "lsmr")
+_F64 = jnp.float64
+
+
+# ---------------------------------------------------------------------------------------
+# small helpers
+# ---------------------------------------------------------------------------------------
+
+
+def _ravel_output(out) -> jax.Array:
+    leaves = jax.tree.leaves(out)
+    if not leaves:
+        raise ValueError("The residual returned no arrays; it must return a vector or pytree.")
+    parts = []
+    for leaf in leaves:
+        a = jnp.asarray(leaf)
+        if not jnp.issubdtype(a.dtype, jnp.floating):
+            raise TypeError(
+                f"The residual must return floating arrays, got a leaf of dtype {a.dtype} "
+                f"and shape {a.shape}."
+            )
+        parts.append(jnp.ravel(a).astype(_F64))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+
+def _flat_residual(residual: Callable, x) -> tuple[Callable, jax.Array, Callable]:
+    """``r(v, *args)`` on the flat float64 parameter vector of ``x``."""
+    x_flat, unravel = ravel_parameters(x)
+
+    def r_flat(v, *args):
+        return _ravel_output(residual(unwrap_fixed(unravel(v)), *args))
+
+    return r_flat, x_flat, unravel
+
+
+def _struct_ravel(struct):
+    """(ravel, unravel, size) for a pytree of ShapeDtypeStructs (lineax in/out structures)."""
+    leaves, treedef = jax.tree.flatten(struct)
+    shapes = [tuple(s.shape) for s in leaves]
+    dtypes = [s.dtype for s in leaves]
+    sizes = [math.prod(s) for s in shapes]
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
+
+    def ravel(tree):
+        ls = jax.tree.leaves(tree)
+        parts = [jnp.ravel(a).astype(_F64) for a in ls]
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+    def unravel(v):
+        out = [
+            v[offsets[k] : offsets[k + 1]].reshape(shapes[k]).astype(dtypes[k])
+            for k in range(len(shapes))
+        ]
+        return jax.tree.unflatten(treedef, out)
+
+    return ravel, unravel, offsets[-1]
+
+
+@functools.lru_cache(maxsize=64)
+def _csr_indptr(pattern: SparsityPattern) -> np.ndarray:
+    indptr = np.zeros(pattern.shape[0] + 1, dtype=np.int64)
+    np.cumsum(pattern.row_counts(), out=indptr[1:])
+    return indptr
+
+
+@functools.lru_cache(maxsize=64)
+def _transpose_perm(pattern: SparsityPattern) -> tuple[np.ndarray, SparsityPattern]:
+    perm = np.lexsort((pattern.rows, pattern.cols))
+    return perm, SparsityPattern(pattern.cols[perm], pattern.rows[perm], pattern.shape[::-1])
+
+
+def _stack_damping_pattern(pattern: SparsityPattern) -> SparsityPattern:
+    """Pattern of ``[J; diag]`` (rows of the identity appended below ``J``)."""
+    m, n = pattern.shape
+    i = np.arange(n)
+    return SparsityPattern(
+        np.concatenate([pattern.rows, m + i]), np.concatenate([pattern.cols, i]), (m + n, n)
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# sparse direct solver (lineax)
+# ---------------------------------------------------------------------------------------
+
+
+class _DirectState(eqx.Module):
+    values: jax.Array
+    pattern: SparsityPattern = eqx.field(static=True)
+    symmetric: bool = eqx.field(static=True)
+    in_structure: Any = eqx.field(static=True)
+    out_structure: Any = eqx.field(static=True)
+
+
+def _host_solve(values, b, *, pattern: SparsityPattern, symmetric: bool):
+    values = np.asarray(values, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    m, n = pattern.shape
+    A = sp.csr_array((values, pattern.cols, _csr_indptr(pattern)), shape=(m, n))
+    try:
+        if m == n and not symmetric:
+            lu = spla.splu(A.tocsc(), permc_spec="COLAMD")
+            x = lu.solve(b)
+        elif m == n:
+            x = _spd_solve(A.tocsc(), b)
+        elif m > n:
+            x = _spd_solve((A.T @ A).tocsc(), A.T @ b)
+        else:
+            x = A.T @ _spd_solve((A @ A.T).tocsc(), b)
+    except RuntimeError:  # "Factor is exactly singular"
+        x = np.full(n, np.nan)
+    return np.asarray(x, dtype=np.float64)
+
+
+def _spd_solve(N, rhs):
+    lu = spla.splu(
+        N,
+        permc_spec="MMD_AT_PLUS_A",
+        diag_pivot_thresh=0.0,
+        options={"SymmetricMode": True},
+    )
+    return lu.solve(rhs)
+
+
+class SparseDirectSolver(lx.AbstractLinearSolver):
+    """Sparse direct lineax solver: assemble the operator by colored products, factorise.
+
+    ``init`` applies the operator once per color — ``operator.mv`` on the forward seeds and
+    ``operator.transpose().mv`` on the reverse seeds of a Jacobian coloring (forward, reverse
+    or bidirectional; see ``sa.color_jacobian``) — and decompresses the values of the
+    ``m × n`` matrix on the colored pattern. ``compute`` factorises on the host with scipy's
+    SuperLU (through ``jax.pure_callback``, so it works under ``jit``, ``vmap`` and ``grad``
+    on CPU) and solves:
+
+    - ``m == n``: ``A x = b`` (LU with COLAMD ordering; a symmetric-mode LU when the operator
+      is tagged symmetric),
+    - ``m > n``: the least-squares solution through the normal equations ``AᵀA x = Aᵀb``
+      (``A`` must have full column rank),
+    - ``m < n``: the minimum-norm solution ``x = Aᵀ (AAᵀ)⁻¹ b``.
+
+    The operator's input/output may be pytrees; the pattern describes it flattened
+    (``jax.tree.leaves`` order, each leaf raveled row-major). The operator must be exactly
+    zero off the pattern, or the assembled values are wrong: use a detected pattern. An
+    exactly singular matrix gives ``RESULTS.singular``.
+
+    Args:
+        pattern: The structure of the operator as an ``m × n`` ``SparsityPattern`` (it is
+            colored with ``sa.color_jacobian(pattern, mode)``), or a ready Jacobian
+            ``ColoringResult`` (e.g. ``sa.sparse_jacobian(...).coloring``).
+        mode: Coloring mode when ``pattern`` is a pattern: ``"auto"``, ``"forward"``,
+            ``"reverse"`` or ``"bidirectional"``.
+
+    Example:
+        >>> import jax.numpy as jnp, lineax as lx, numpy as np
+        >>> import sparseopt_adapters as sa
+        >>> A = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 0.0], [0.0, 1.0, 4.0], [1.0, 0.0, 0.0]])
+        >>> op = lx.MatrixLinearOperator(jnp.asarray(A))
+        >>> solver = sa.SparseDirectSolver(sa.SparsityPattern.from_dense(A), mode="forward")
+        >>> solver.n_colors
+        2
+        >>> b = jnp.array([3.0, 3.0, 5.0, 1.0])  # consistent: x = (1, 1, 1)
+        >>> lx.linear_solve(op, b, solver).value
+        Array([1., 1., 1.], dtype=float64)
+    """
+
+    coloring: Any = eqx.field(static=True)
+
+    def __init__(self, pattern, mode: str = "auto"):
+        from ._coloring import ColoringResult, color_jacobian
+
+        if isinstance(pattern, ColoringResult):
+            if pattern.mode not in ("forward", "reverse", "bidirectional"):
+                raise ValueError(
+                    f"SparseDirectSolver needs a Jacobian coloring (forward, reverse or "
+                    f"bidirectional), got {pattern!r}. Use sa.color_jacobian(pattern)."
+                )
+            coloring = pattern
+        elif isinstance(pattern, SparsityPattern):
+            coloring = color_jacobian(pattern, mode=mode, warn=False)
+        else:
+            raise TypeError(
+                f"SparseDirectSolver needs a sa.SparsityPattern (or a ColoringResult), got "
+                f"{type(pattern).__name__}. Detect it with sa.jacobian_sparsity(f, x) or build "
+                "it with sa.SparsityPattern.from_scipy / from_dense."
+            )
+        self.coloring = coloring
+
+    @property
+    def pattern(self) -> SparsityPattern:
+        return self.coloring.pattern
+
+    @property
+    def n_colors(self) -> int:
+        """Operator products per ``init`` (forward plus reverse)."""
+        return self.coloring.n_colors
+
+    @classmethod
+    def from_jacobian(cls, jac) -> SparseDirectSolver:
+        """The solver for the Jacobian operator of a ``sa.sparse_jacobian`` object."""
+        return cls(jac.coloring)
+
+    def init(self, operator, options):
+        from ._compressed import decompress
+
+        del options
+        in_struct = operator.in_structure()
+        out_struct = operator.out_structure()
+        ravel_in, unravel_in, n = _struct_ravel(in_struct)
+        ravel_out, unravel_out, m = _struct_ravel(out_struct)
+        c = self.coloring
+        if (m, n) != c.pattern.shape:
+            raise ValueError(
+                f"SparseDirectSolver was built for a {c.pattern.shape[0]}×"
+                f"{c.pattern.shape[1]} operator but got one mapping {n} inputs to {m} "
+                "outputs. Build the solver from the pattern of this operator."
+            )
+        fwd_seeds, rev_seeds = c.seeds()
+        parts = []
+        if c.n_forward:
+            fwd = jax.vmap(lambda s: ravel_out(operator.mv(unravel_in(s))))(fwd_seeds)
+            parts.append(fwd.reshape(-1))
+        if c.n_reverse:
+            op_t = operator.transpose()
+            rev = jax.vmap(lambda s: ravel_in(op_t.mv(unravel_out(s))))(rev_seeds)
+            parts.append(rev.reshape(-1))
+        if parts:
+            values = decompress(c, parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+        else:
+            values = jnp.zeros((0,), _F64)
+        symmetric = bool(m == n and lx.is_symmetric(operator))
+        return _DirectState(values.astype(_F64), c.pattern, symmetric, in_struct, out_struct)
+
+    def compute(self, state: _DirectState, vector, options):
+        del options
+        ravel_out, _, _ = _struct_ravel(state.out_structure)
+        _, unravel_in, n = _struct_ravel(state.in_structure)
+        b = ravel_out(vector)
+        fn = functools.partial(_host_solve, pattern=state.pattern, symmetric=state.symmetric)
+        x = jax.pure_callback(
+            fn,
+            jax.ShapeDtypeStruct((n,), _F64),
+            state.values,
+            b,
+            vmap_method="sequential",
+        )
+        ok = jnp.all(jnp.isfinite(x))
+        result = lx.RESULTS.where(ok, lx.RESULTS.successful, lx.RESULTS.singular)
+        return unravel_in(x), result, {}
+
+    def transpose(self, state: _DirectState, options):
+        perm, pt = _transpose_perm(state.pattern)
+        new = _DirectState(
+            state.values[perm], pt, state.symmetric, state.out_structure, state.in_structure
+        )
+        return new, options
+
+    def conj(self, state: _DirectState, options):
+        return state, options
+
+    def assume_full_rank(self):
+        return True
+
+
+# ---------------------------------------------------------------------------------------
+# operators
+# ---------------------------------------------------------------------------------------
+
+
+def jacobian_operator(residual: Callable, x, *args) -> tuple[lx.FunctionLinearOperator, Any]:
+    """The Jacobian of ``residual`` at ``x`` as a lineax operator on the flat parameters.
+
+    ``residual(x, *args)`` may take and return pytrees; the operator maps the flat float64
+    vector of ``x`` (see [`ravel_parameters`][sparseopt_adapters.ravel_parameters]) to the
+    flat residual. ``residual`` is linearised once: each ``mv`` is one JVP, each
+    ``transpose().mv`` one VJP.
+
+    Returns:
+        ``(J, r)``: the operator and the flat residual ``r(x)``.
+
+    Example:
+        >>> import jax.numpy as jnp, sparseopt_adapters as sa
+        >>> J, r = sa.jacobian_operator(lambda x: x**2 - 1.0, jnp.array([1.0, 2.0]))
+        >>> J.mv(jnp.ones(2)), r
+        (Array([2., 4.], dtype=float64), Array([0., 3.], dtype=float64))
+    """
+    r_flat, x_flat, _ = _flat_residual(residual, x)
+    r, lin = jax.linearize(lambda v: r_flat(v, *args), x_flat)
+    return lx.FunctionLinearOperator(lin, jax.ShapeDtypeStruct(x_flat.shape, _F64)), r
+
+
+def normal_operator(
+    residual: Callable, x, *args, damping=0.0, diag=None
+) -> lx.FunctionLinearOperator:
+    """The matrix-free Gauss–Newton operator ``JᵀJ + damping · diag(diag)`` at ``x``.
+
+    Each ``mv`` costs one JVP and one VJP of a linearisation of ``residual`` (computed once);
+    nothing of size ``n²`` is built. The operator is tagged symmetric positive semidefinite,
+    so ``lineax.CG`` accepts it.
+
+    Args:
+        residual: ``residual(x, *args)``, pytrees in and out.
+        x: The point (a pytree; it is flattened with ``ravel_parameters``).
+        *args: Extra arguments for ``residual``.
+        damping: λ ≥ 0 (may be traced).
+        diag: The scaling ``D`` as a flat vector (default: ones).
+
+    Example:
+        >>> import jax.numpy as jnp, lineax as lx, sparseopt_adapters as sa
+        >>> N = sa.normal_operator(lambda x: jnp.array([x[0], 2 * x[1], x[0] + x[1]]),
+        ...                        jnp.zeros(2))
+        >>> N.as_matrix()
+        Array([[2., 1.],
+               [1., 5.]], dtype=float64)
+    """
+    J, _ = jacobian_operator(residual, x, *args)
+    Jt = J.transpose()
+    static_zero = isinstance(damping, (int, float)) and damping == 0.0
+
+    def mv(v):
+        out = Jt.mv(J.mv(v))
+        if not static_zero:
+            d = 1.0 if diag is None else diag
+            out = out + damping * d * v
+        return out
+
+    return lx.FunctionLinearOperator(
+        mv, J.in_structure(), tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# the Gauss–Newton problem: precompute (detect, color, choose) then jitted steps
+# ---------------------------------------------------------------------------------------
+
+
+def _sparse_jacobian_or_none(r_flat, x_flat, args, pattern):
+    """Detection + coloring through ``sa.sparse_jacobian`` when it exists, else our own."""
+    try:
+        from ._compressed import sparse_jacobian
+    except ImportError:
+        sparse_jacobian = None
+    if sparse_jacobian is not None:
+        kw = {} if pattern is None else {"pattern": pattern}
+        jac = sparse_jacobian(r_flat, x_flat, *args, argnums=0, **kw)
+        return jac.pattern, SparseDirectSolver.from_jacobian(jac)
+    if pattern is None:
+        from ._detection import jacobian_sparsity
+
+        pattern = jacobian_sparsity(r_flat, x_flat, *args, argnums=0)
+    return pattern, SparseDirectSolver(pattern)
+
+
+def _normal_nnz(pattern: SparsityPattern) -> int:
+    A = pattern.to_scipy(format="csr")
+    return int((A.T @ A).nnz)
+
+
+class GaussNewtonResult(eqx.Module):
+    """What [`gauss_newton`][sparseopt_adapters.gauss_newton] returns.
+
+    Attributes:
+        x: The solution, a pytree like ``x0``.
+        energy: ``‖r(x)‖²`` at the solution.
+        n_steps: Gauss–Newton steps taken.
+        grad_norms: ``‖∇E‖₂ = ‖2 Jᵀ r‖₂`` at every iterate, starting with ``x0``.
+        energies: ``‖r‖²`` at every iterate, starting with ``x0``.
+        success: Whether the gradient tolerance was met.
+        message: Why it stopped.
+        route: The linear-solve route used.
+        wall_time: Seconds spent in ``solve`` (excluding the precompute stage).
+    """
+
+    x: Any
+    energy: float
+    n_steps: int
+    grad_norms: np.ndarray
+    energies: np.ndarray
+    success: bool
+    message: str
+    route: str
+    wall_time: float
+
+    def __repr__(self):
+        return (
+            f"GaussNewtonResult(success={self.success}, n_steps={self.n_steps}, "
+            f"energy={self.energy:.3e}, grad_norm={self.grad_norms[-1]:.3e}, "
+            f"route={self.route!r}, message={self.message!r})"
+        )
+
+
+class GaussNewton:
+    """Gauss–Newton for ``min_x ‖residual(x, *args)‖²``: the precompute stage, then reuse.
+
+    Construction does the one-off host work: flatten ``x0`` (pytrees of arrays,
+    ``PatternMatrix`` parameters and ``Fixed`` leaves), detect the Jacobian pattern and color
+    it (for the ``"direct"`` and ``"auto"`` routes), and choose the route. Then
+    [`step`][sparseopt_adapters.GaussNewton.step] is one jitted function, and
+    [`solve`][sparseopt_adapters.GaussNewton.solve] iterates it with a backtracking line search.
+
+    Routes (see the module docstring): ``"direct"`` (colored sparse ``J``, SuperLU on
+    ``JᵀJ + λD``), ``"cg"`` (CG on the matrix-free ``JᵀJ + λD``), ``"normal_cg"``
+    (``lineax.Normal(CG)`` on ``J``), ``"lsmr"`` (``lineax.LSMR`` on ``J``), ``"auto"``:
+    ``"direct"`` when coloring pays (``n_colors ≤ max(16, n/8)``) and the normal matrix stays
+    sparse (``nnz(JᵀJ) ≤ 0.1·n²`` or ``n ≤ 2000``), else ``"cg"``.
+
+    Args:
+        residual: ``residual(x, *args)`` returning an array or pytree of arrays; traceable.
+        x0: Example point (its structure and dtypes are fixed from here on).
+        *args: Example extra arguments (used for detection; later calls may pass others of
+            the same structure).
+        route: One of ``"auto"``, ``"direct"``, ``"cg"``, ``"normal_cg"``, ``"lsmr"``.
+        pattern: The Jacobian pattern on the flat parameters, to skip detection.
+        linear_rtol: Relative tolerance of the iterative linear solves.
+        linear_atol: Absolute tolerance of the iterative linear solves.
+        linear_max_steps: Iteration cap for the iterative linear solves (default: lineax's).
+
+    Attributes:
+        route: The route chosen.
+        pattern: The Jacobian pattern (``None`` on a matrix-free route chosen by the user).
+        n_colors: Colors of that pattern (``None`` without one).
+        n: Number of parameters. ``m``: number of residuals.
+
+    Example:
+        >>> import jax.numpy as jnp, sparseopt_adapters as sa
+        >>> def residual(x):  # Rosenbrock as least squares
+        ...     return jnp.array([10.0 * (x[1] - x[0] ** 2), 1.0 - x[0]])
+        >>> gn = sa.GaussNewton(residual, jnp.array([-1.2, 1.0]), route="direct")
+        >>> res = gn.solve(jnp.array([-1.2, 1.0]))
+        >>> res.success, res.x
+        (True, Array([1., 1.], dtype=float64))
+    """
+
+    def __init__(
+        self,
+        residual: Callable,
+        x0,
+        *args,
+        route: str = "auto",
+        pattern: SparsityPattern | None = None,
+        linear_rtol: float = 1e-10,
+        linear_atol: float = 1e-14,
+        linear_max_steps: int | None = None,
+    ):
+        if route not in _ROUTES:
+            raise ValueError(f"route must be one of {_ROUTES}, got {route!r}.")
+        self.residual = residual
+        r_flat, x_flat, unravel = _flat_residual(residual, x0)
+        self._r_flat = r_flat
+        self._unravel = unravel
+        self.n = int(x_flat.size)
+        self.m = int(jax.eval_shape(lambda v: r_flat(v, *args), x_flat).shape[0])
+        self.pattern = pattern
+        self.n_colors = None
+        self.normal_nnz = None
+        self._direct = None
+        self._direct_damped = None
+        if route in ("auto", "direct"):
+            with warnings.catch_warnings():
+                if route == "auto":  # a dense coloring is what "auto" is there to catch
+                    warnings.simplefilter("ignore", DenseColoringWarning)
+                self.pattern, self._direct = _sparse_jacobian_or_none(r_flat, x_flat, args, pattern)
+            self.n_colors = self._direct.n_colors
+            self.normal_nnz = _normal_nnz(self.pattern)
+        if route == "auto":
+            route = self._choose_route()
+        self.route = route
+        self._linear_rtol = linear_rtol
+        self._linear_atol = linear_atol
+        self._linear_max_steps = linear_max_steps
+        self._step_jit = jax.jit(self._step_impl, static_argnames=("damped",))
+        self._energy_jit = jax.jit(self._energy_impl)
+
+    def __repr__(self):
+        return (
+            f"GaussNewton(n={self.n}, m={self.m}, route={self.route!r}, "
+            f"n_colors={self.n_colors}, nnz(JᵀJ)={self.normal_nnz})"
+        )
+
+    def _choose_route(self) -> str:
+        n = self.n
+        if self.n_colors is None:
+            return "cg"
+        colors_pay = self.n_colors <= max(16, n // 8)
+        normal_sparse = n <= 2000 or self.normal_nnz <= 0.1 * n * n
+        return "direct" if colors_pay and normal_sparse else "cg"
+
+    def _linear_solver(self, damped: bool):
+        kw = dict(rtol=self._linear_rtol, atol=self._linear_atol, max_steps=self._linear_max_steps)
+        if self.route == "cg":
+            return lx.CG(**kw)
+        if self.route == "normal_cg":
+            return lx.Normal(lx.CG(**kw))
+        if self.route == "lsmr":
+            return lx.LSMR(**kw, conlim=1e14)
+        if damped:
+            if self._direct_damped is None:
+                from ._coloring import coloring_from_colors
+
+                c = self._direct.coloring
+                aug = _stack_damping_pattern(c.pattern)
+                if c.mode == "forward":  # identity rows below J keep the column colors valid
+                    damped_solver = SparseDirectSolver(
+                        coloring_from_colors(aug, "forward", c.column_colors)
+                    )
+                else:
+                    damped_solver = SparseDirectSolver(aug)
+                self._direct_damped = damped_solver
+            return self._direct_damped
+        return self._direct
+
+    # -- jitted pieces --------------------------------------------------------------------
+    def _energy_impl(self, x_flat, args):
+        r = self._r_flat(x_flat, *args)
+        return jnp.sum(r * r)
+
+    def _step_impl(self, x_flat, args, damping, diag, damped: bool):
+        r, lin = jax.linearize(lambda v: self._r_flat(v, *args), x_flat)
+        struct = jax.ShapeDtypeStruct(x_flat.shape, _F64)
+        J = lx.FunctionLinearOperator(lin, struct)
+        Jt = J.transpose()
+        Jtr = Jt.mv(r)
+        solver = self._linear_solver(damped)
+        if self.route == "cg":
+
+            def mv(v):
+                out = Jt.mv(J.mv(v))
+                return out + damping * diag * v if damped else out
+
+            N = lx.FunctionLinearOperator(
+                mv, struct, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+            )
+            sol = lx.linear_solve(N, -Jtr, solver, throw=False)
+        else:
+            if damped:
+                sq = jnp.sqrt(damping * diag)
+                op = lx.FunctionLinearOperator(lambda v: (J.mv(v), sq * v), struct)
+                vec = (-r, jnp.zeros_like(x_flat))
+            else:
+                op, vec = J, -r
+            sol = lx.linear_solve(op, vec, solver, throw=False)
+        return sol.value, jnp.sum(r * r), 2.0 * Jtr, sol.result
+
+    # -- public -----------------------------------------------------------------------------
+    def step(self, x, *args, damping=0.0, diag=None):
+        """One Gauss–Newton step ``δ`` at ``x`` (a pytree like ``x0``), jitted.
+
+        Returns:
+            ``(delta, info)``: ``delta`` a pytree like ``x`` (``Fixed`` leaves unchanged, so
+            add it to the parameters only), and ``info`` a dict with ``energy`` (‖r‖²),
+            ``grad`` (∇‖r‖², flat), ``result`` (a ``lineax.RESULTS``).
+        """
+        x_flat, _ = ravel_parameters(x)
+        delta, energy, grad, result = self._run_step(x_flat, args, damping, diag)
+        return self._unravel(delta), {"energy": energy, "grad": grad, "result": result}
+
+    def _run_step(self, x_flat, args, damping, diag):
+        damped = not (isinstance(damping, (int, float)) and damping == 0.0)
+        diag = jnp.ones_like(x_flat) if diag is None else jnp.asarray(diag, _F64)
+        return self._step_jit(x_flat, args, jnp.asarray(damping, _F64), diag, damped=damped)
+
+    def solve(
+        self,
+        x0,
+        *args,
+        rtol: float = 1e-10,
+        atol: float = 0.0,
+        max_steps: int = 50,
+        damping=0.0,
+        line_search: bool = True,
+        throw: bool = False,
+        verbose: bool = False,
+    ) -> GaussNewtonResult:
+        """Iterate Gauss–Newton steps from ``x0`` until ``‖∇E‖ ≤ atol + rtol·‖∇E(x0)‖``.
+
+        ``E = ‖r‖²``. Each step is accepted with a backtracking (Armijo) line search on ``E``
+        when ``line_search`` is true. Also stops, successfully, when ``E`` reaches exactly 0.
+
+        Args:
+            x0: Starting point, a pytree like the example ``x0``.
+            *args: Extra arguments for the residual.
+            rtol: Relative gradient tolerance.
+            atol: Absolute gradient tolerance.
+            max_steps: Most Gauss–Newton steps.
+            damping: Fixed Levenberg–Marquardt damping λ (``JᵀJ + λI``).
+            line_search: Backtrack on ``E`` (else full steps).
+            throw: Raise ``RuntimeError`` when not successful.
+            verbose: Print one line per step.
+        """
+        t0 = time.perf_counter()
+        x_flat, _ = ravel_parameters(x0)
+        grad_norms, energies = [], []
+        message = f"reached max_steps={max_steps} without meeting the gradient tolerance"
+        success = False
+        n_steps = 0
+        gn0 = None
+        while True:
+            delta, energy, grad, result = self._run_step(x_flat, args, damping, None)
+            energy = float(energy)
+            gnorm = float(jnp.linalg.norm(grad))
+            grad_norms.append(gnorm)
+            energies.append(energy)
+            gn0 = gnorm if gn0 is None else gn0
+            if verbose:
+                print(f"GN {n_steps:3d}  E={energy:.6e}  |grad|={gnorm:.3e}")
+            if gnorm <= atol + rtol * gn0 or energy == 0.0:
+                success, message = True, "gradient tolerance met"
+                break
+            if n_steps >= max_steps:
+                break
+            if not bool(jnp.all(jnp.isfinite(delta))):
+                message = f"linear solve failed ({self.route}): {lx.RESULTS[result]}"
+                break
+            if not np.isfinite(energy):
+                message = "the residual is not finite"
+                break
+            alpha, slope = 1.0, float(jnp.dot(grad, delta))
+            x_new = x_flat + delta
+            if line_search:
+                if slope >= 0:
+                    message = "the Gauss–Newton step is not a descent direction"
+                    break
+                for _ in range(40):
+                    e_new = float(self._energy_jit(x_new, args))
+                    if e_new <= energy + 1e-4 * alpha * slope:
+                        break
+                    alpha *= 0.5
+                    x_new = x_flat + alpha * delta
+                else:
+                    message = "line search failed to decrease the energy"
+                    break
+            x_flat = x_new
+            n_steps += 1
+        res = GaussNewtonResult(
+            x=self._unravel(x_flat),
+            energy=energies[-1],
+            n_steps=n_steps,
+            grad_norms=np.asarray(grad_norms),
+            energies=np.asarray(energies),
+            success=success,
+            message=message,
+            route=self.route,
+            wall_time=time.perf_counter() - t0,
+        )
+        if throw and not success:
+            raise RuntimeError(f"Gauss–Newton did not converge: {message}. {res!r}")
+        return res
+
+
+def gauss_newton_step(residual: Callable, x, *args, route: str = "auto", damping=0.0, **kwargs):
+    """One Gauss–Newton step ``δ`` solving ``(JᵀJ + λI) δ = −Jᵀr`` at ``x``.
+
+    A convenience around [`GaussNewton`][sparseopt_adapters.GaussNewton]: it redoes the
+    precompute stage (detection, coloring) on every call; build a ``GaussNewton`` once to
+    take many steps.
+
+    Args:
+        residual: ``residual(x, *args)``, pytrees in and out.
+        x: The point.
+        *args: Extra arguments for ``residual``.
+        route: ``"auto"``, ``"direct"``, ``"cg"``, ``"normal_cg"`` or ``"lsmr"``.
+        damping: λ ≥ 0.
+        **kwargs: Passed to ``GaussNewton`` (``pattern``, ``linear_rtol``, ...).
+
+    Returns:
+        The step, a pytree like ``x``.
+
+    Example:
+        >>> import jax.numpy as jnp, sparseopt_adapters as sa
+        >>> sa.gauss_newton_step(lambda x: 2.0 * x - 1.0, jnp.zeros(3), route="cg")
+        Array([0.5, 0.5, 0.5], dtype=float64)
+    """
+    gn = GaussNewton(residual, x, *args, route=route, **kwargs)
+    delta, info = gn.step(x, *args, damping=damping)
+    return delta
+
+
+def gauss_newton(
+    residual: Callable,
+    x0,
+    *args,
+    route: str = "auto",
+    rtol: float = 1e-10,
+    atol: float = 0.0,
+    max_steps: int = 50,
+    damping=0.0,
+    line_search: bool = True,
+    throw: bool = False,
+    verbose: bool = False,
+    **kwargs,
+) -> GaussNewtonResult:
+    """Minimise ``‖residual(x, *args)‖²`` by Gauss–Newton; see ``GaussNewton.solve``.
+
+    Args:
+        residual: ``residual(x, *args)`` returning an array or pytree of arrays.
+        x0: Starting point: a pytree of arrays, ``PatternMatrix`` and ``Fixed`` leaves.
+        *args: Extra arguments for ``residual``.
+        route: ``"auto"``, ``"direct"``, ``"cg"``, ``"normal_cg"`` or ``"lsmr"``.
+        rtol: Stop when ``‖∇E‖ ≤ atol + rtol·‖∇E(x0)‖``.
+        atol: See ``rtol``.
+        max_steps: Most steps.
+        damping: Fixed Levenberg–Marquardt damping λ.
+        line_search: Backtracking line search on the energy.
+        throw: Raise ``RuntimeError`` when not successful.
+        verbose: Print one line per step.
+        **kwargs: Passed to ``GaussNewton`` (``pattern``, ``linear_rtol``, ...).
+
+    Returns:
+        A [`GaussNewtonResult`][sparseopt_adapters.GaussNewtonResult].
+
+    Example:
+        >>> import jax.numpy as jnp, numpy as np, sparseopt_adapters as sa
+        >>> G = sa.PatternMatrix(np.ones(3), [0, 1, 2], [0, 1, 0], (3, 2))
+        >>> target = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 0.0]])
+        >>> res = sa.gauss_newton(lambda G: G.todense() - target, G)
+        >>> res.success, res.x.values
+        (True, Array([1., 2., 3.], dtype=float64))
+    """
+    gn = GaussNewton(residual, x0, *args, route=route, **kwargs)
+    return gn.solve(
+        x0,
+        *args,
+        rtol=rtol,
+        atol=atol,
+        max_steps=max_steps,
+        damping=damping,
+        line_search=line_search,
+        throw=throw,
+        verbose=verbose,
+    )
