@@ -57,7 +57,8 @@ class SparsityPattern:
             )
         key = rows * max(n, 1) + cols
         if rows.size > 1 and not np.all(key[1:] > key[:-1]):
-            key = np.unique(key)
+            key = np.sort(key)  # sort-based dedup: faster than hash-based np.unique
+            key = key[np.concatenate([[True], key[1:] != key[:-1]])]
             rows, cols = np.divmod(key, max(n, 1))
         self._rows = _readonly(rows)
         self._cols = _readonly(cols)
@@ -150,20 +151,14 @@ class SparsityPattern:
         """The union of the pattern and its transpose."""
         if self._shape[0] != self._shape[1]:
             raise ValueError(f"symmetrize needs a square pattern, got {self._shape}.")
-        return SparsityPattern(
-            np.concatenate([self._rows, self._cols]),
-            np.concatenate([self._cols, self._rows]),
-            self._shape,
-        )
+        a = self.to_scipy(np.ones(self.nnz, bool))
+        return SparsityPattern.from_csr(a + a.T)
 
     def union(self, other: SparsityPattern) -> SparsityPattern:
         if other.shape != self._shape:
             raise ValueError(f"union of patterns of shapes {self._shape} and {other.shape}.")
-        return SparsityPattern(
-            np.concatenate([self._rows, other.rows]),
-            np.concatenate([self._cols, other.cols]),
-            self._shape,
-        )
+        a = self.to_scipy(np.ones(self.nnz, bool))
+        return SparsityPattern.from_csr(a + other.to_scipy(np.ones(other.nnz, bool)))
 
     def issubset(self, other: SparsityPattern) -> bool:
         """True when every entry of ``self`` is an entry of ``other``."""
