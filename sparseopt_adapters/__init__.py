@@ -15,6 +15,16 @@ import jax as _jax
 if not _os.environ.get("SPARSEOPT_NO_X64"):
     _jax.config.update("jax_enable_x64", True)
 
+from ._coloring import ColoringResult as ColoringResult
+from ._coloring import color_hessian as color_hessian
+from ._coloring import color_jacobian as color_jacobian
+from ._coloring import coloring_from_colors as coloring_from_colors
+from ._compressed import SparseHessian as SparseHessian
+from ._compressed import SparseJacobian as SparseJacobian
+from ._compressed import SparseLagrangianHessian as SparseLagrangianHessian
+from ._compressed import sparse_hessian as sparse_hessian
+from ._compressed import sparse_jacobian as sparse_jacobian
+from ._compressed import sparse_lagrangian_hessian as sparse_lagrangian_hessian
 from ._detection import hessian_sparsity as hessian_sparsity
 from ._detection import jacobian_sparsity as jacobian_sparsity
 from ._errors import DenseColoringWarning as DenseColoringWarning
