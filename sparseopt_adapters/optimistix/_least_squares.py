@@ -1,0 +1,420 @@
+"""Gauss–Newton, Levenberg–Marquardt and Dogleg on colored sparse Jacobians.
+
+Each solver is an ``optx.AbstractLeastSquaresSolver`` that, in ``init``, finds the Jacobian
+pattern of ``fn`` (host side, once per trace), colors it and picks a linear-solve route. It then
+delegates every ``step`` to optimistix's own ``GaussNewton`` / ``LevenbergMarquardt`` /
+``Dogleg`` with that route's lineax solver: the search, descent, termination and verbose
+logging are optimistix's, unchanged. The routes:
+
+- ``"direct"``: the Jacobian operator optimistix linearises is assembled from one product per
+  color and factorised by SuperLU ([`sparseopt_adapters.SparseDirectSolver`][]).
+- ``"cg"``: ``lineax.Normal(lineax.CG)``, conjugate gradients on ``JᵀJ (+ λI)`` (one JVP and
+  one VJP per iteration, nothing assembled): the route for dense or badly colorable Jacobians.
+- ``"lsmr"``: ``lineax.LSMR`` on ``J``.
+- ``"auto"``: ``"direct"`` when coloring pays (``n_colors ≤ max(16, n/8)``) and ``JᵀJ`` stays
+  sparse (``n ≤ 2000`` or ``nnz(JᵀJ) ≤ 0.1 n²``), else ``"cg"`` (the rule of
+  [`sparseopt_adapters.GaussNewton`][]).
+"""
+
+from __future__ import annotations
+
+import abc
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import optimistix as optx
+from jaxtyping import PyTree, Scalar
+
+from .._coloring import ColoringResult, color_jacobian
+from .._errors import DenseColoringWarning
+from .._gauss_newton import SparseDirectSolver
+from .._pattern import SparsityPattern
+from ._detect import flat_size, fn_pattern, structure_of
+from ._linear import damped_coloring
+
+_ROUTES = ("auto", "direct", "cg", "lsmr")
+
+
+class Plan(eqx.Module):
+    """What a sparse least-squares solver decided in ``init``: the static half of its state.
+
+    Attributes:
+        route: ``"direct"``, ``"cg"``, ``"lsmr"`` or ``"custom"`` (a user ``linear_solver``).
+        coloring: The colored Jacobian pattern (``None`` when not needed).
+        damped: The coloring of ``[J; I]`` for damped steps (``None`` when not needed).
+    """
+
+    route: str = eqx.field(static=True)
+    coloring: ColoringResult | None = eqx.field(static=True)
+    damped: ColoringResult | None = eqx.field(static=True)
+
+    @property
+    def pattern(self) -> SparsityPattern | None:
+        return None if self.coloring is None else self.coloring.pattern
+
+    @property
+    def n_colors(self) -> int | None:
+        return None if self.coloring is None else self.coloring.n_colors
+
+    def __repr__(self) -> str:
+        c = "" if self.coloring is None else f", {self.coloring!r}"
+        return f"Plan(route={self.route!r}{c})"
+
+
+class _State(eqx.Module):
+    inner: Any
+    plan: Plan = eqx.field(static=True)
+
+
+def choose_route(pattern: SparsityPattern, n_colors: int) -> str:
+    """``"direct"`` when coloring pays and ``JᵀJ`` stays sparse, else ``"cg"``."""
+    n = pattern.shape[1]
+    if n_colors > max(16, n // 8):
+        return "cg"
+    if n <= 2000:
+        return "direct"
+    A = pattern.to_scipy(format="csr")
+    return "direct" if (A.T @ A).nnz <= 0.1 * n * n else "cg"
+
+
+class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
+    """Shared machinery: plan in ``init`` (detect, color, route), delegate to optimistix."""
+
+    rtol: eqx.AbstractVar[float]
+    atol: eqx.AbstractVar[float]
+    norm: eqx.AbstractVar[Callable[[PyTree], Scalar]]
+    route: eqx.AbstractVar[str]
+    pattern: eqx.AbstractVar[SparsityPattern | None]
+    linear_solver: eqx.AbstractVar[lx.AbstractLinearSolver | None]
+    linear_rtol: eqx.AbstractVar[float]
+    linear_atol: eqx.AbstractVar[float]
+    linear_max_steps: eqx.AbstractVar[int | None]
+    verbose: eqx.AbstractVar[bool | Callable[..., None]]
+
+    @abc.abstractmethod
+    def _damped(self) -> bool:
+        """Whether the inner solver solves damped systems ``[J; √λ I]``."""
+
+    @abc.abstractmethod
+    def _inner(self, linear_solver: lx.AbstractLinearSolver) -> optx.AbstractLeastSquaresSolver:
+        """The optimistix solver that takes the steps."""
+
+    # -- planning (host side, once per trace) -------------------------------------------
+    def _make_plan(self, fn, y, args, f_struct) -> Plan:
+        if self.linear_solver is not None:
+            return Plan("custom", None, None)
+        if self.route in ("cg", "lsmr"):
+            return Plan(self.route, None, None)
+        m, n = flat_size(f_struct), flat_size(structure_of(y))
+        pattern = self.pattern
+        if pattern is None:
+            pattern = fn_pattern(fn, y, args)
+        elif pattern.shape != (m, n):
+            raise ValueError(
+                f"{type(self).__name__}: pattern has shape {pattern.shape}, but fn maps {n} "
+                f"parameters to {m} residuals, so its Jacobian is {m}×{n} (y and the "
+                "residual flattened in jax.tree.leaves order). Detect it with "
+                "sa.jacobian_sparsity(fn, y0, args), or leave pattern=None."
+            )
+        with warnings.catch_warnings():
+            if self.route == "auto":  # a dense coloring is what "auto" is there to catch
+                warnings.simplefilter("ignore", DenseColoringWarning)
+            coloring = color_jacobian(pattern)
+        route = self.route
+        if route == "auto":
+            route = choose_route(pattern, coloring.n_colors)
+        if route != "direct":
+            return Plan(route, coloring, None)
+        damped = damped_coloring(coloring) if self._damped() else None
+        return Plan("direct", coloring, damped)
+
+    def _linear_solver(self, plan: Plan) -> lx.AbstractLinearSolver:
+        kw = dict(rtol=self.linear_rtol, atol=self.linear_atol, max_steps=self.linear_max_steps)
+        if plan.route == "custom":
+            return self.linear_solver
+        if plan.route == "cg":
+            return lx.Normal(lx.CG(**kw))
+        if plan.route == "lsmr":
+            return lx.LSMR(**kw, conlim=1e14)
+        return SparseDirectSolver(plan.damped if self._damped() else plan.coloring)
+
+    def plan(self, fn: Callable, y0, args: PyTree = None, *, has_aux: bool = False) -> Plan:
+        """The pattern, coloring and route this solver would use on ``fn`` at ``y0``.
+
+        Runs the same host-side work as a solve (useful to inspect or check the route); the
+        arguments are those of ``optx.least_squares``.
+
+        Returns:
+            A [`Plan`][sparseopt_adapters.optimistix.Plan].
+        """
+        f = fn if has_aux else (lambda y, a: (fn(y, a), None))
+        y0 = jax.tree.map(lambda x: jnp.asarray(x, dtype=jnp.result_type(x, float)), y0)
+        f_struct = jax.eval_shape(lambda: f(y0, args)[0])
+        args_struct = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+            if eqx.is_array(x) else x,
+            args,
+        )
+        return self._make_plan(f, y0, args_struct, f_struct)
+
+    # -- the optimistix solver interface -------------------------------------------------
+    def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        plan = self._make_plan(fn, y, args, f_struct)
+        inner = self._inner(self._linear_solver(plan))
+        return _State(inner.init(fn, y, args, options, f_struct, aux_struct, tags), plan)
+
+    def step(self, fn, y, args, options, state, tags):
+        inner = self._inner(self._linear_solver(state.plan))
+        y, inner_state, aux = inner.step(fn, y, args, options, state.inner, tags)
+        return y, _State(inner_state, state.plan), aux
+
+    def terminate(self, fn, y, args, options, state, tags):
+        inner = self._inner(self._linear_solver(state.plan))
+        return inner.terminate(fn, y, args, options, state.inner, tags)
+
+    def postprocess(self, fn, y, aux, args, options, state, tags, result):
+        inner = self._inner(self._linear_solver(state.plan))
+        return inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
+
+
+def _check_common(name, route, linear_solver, pattern):
+    if route not in _ROUTES:
+        raise ValueError(f"{name}: route must be one of {_ROUTES}, got {route!r}.")
+    if linear_solver is not None and not isinstance(linear_solver, lx.AbstractLinearSolver):
+        raise TypeError(
+            f"{name}: linear_solver must be a lineax solver (e.g. lx.LSMR(rtol, atol)), got "
+            f"{type(linear_solver).__name__}."
+        )
+    if pattern is not None and not isinstance(pattern, SparsityPattern):
+        raise TypeError(
+            f"{name}: pattern must be a sa.SparsityPattern of the Jacobian (e.g. from "
+            f"sa.jacobian_sparsity(fn, y0, args)), got {type(pattern).__name__}."
+        )
+
+
+
+
+class GaussNewton(_AbstractSparseLeastSquares):
+    """Gauss–Newton with a colored sparse Jacobian, for ``optx.least_squares`` and
+    ``optx.root_find``.
+
+    Full Gauss–Newton steps (like ``optx.GaussNewton``); prefer
+    [`LevenbergMarquardt`][sparseopt_adapters.optimistix.LevenbergMarquardt] far from a
+    solution. ``y0`` may be any pytree of arrays and
+    [`PatternMatrix`][sparseopt_adapters.PatternMatrix] parameters.
+
+    The Jacobian pattern is detected once per trace with the constants ``fn`` closes over
+    taken by value; ``args`` are unknown values (the pattern holds for every ``args``), so keep
+    data whose zeros matter (selection matrices, index arrays) in the closure, or pass
+    ``pattern=``.
+
+    Args:
+        rtol: Relative tolerance for terminating the solve (as in optimistix).
+        atol: Absolute tolerance for terminating the solve.
+        norm: The norm of the termination test (default ``optx.max_norm``).
+        route: ``"auto"``, ``"direct"``, ``"cg"`` or ``"lsmr"`` (see the module docstring).
+        pattern: The Jacobian pattern (residual × parameters, both flattened in
+            ``jax.tree.leaves`` order) to skip detection.
+        linear_solver: Any lineax solver; overrides ``route`` (no detection is done).
+        linear_rtol: Relative tolerance of the iterative routes.
+        linear_atol: Absolute tolerance of the iterative routes.
+        linear_max_steps: Iteration cap of the iterative routes (default: lineax's).
+        verbose: As in optimistix: ``True``, ``False`` or a callable.
+
+    Example:
+        >>> import jax.numpy as jnp, optimistix as optx
+        >>> from sparseopt_adapters import optimistix as sa_optx
+        >>> def fn(y, args):  # Rosenbrock chain as least squares
+        ...     return jnp.concatenate([10.0 * (y[1:] - y[:-1] ** 2), 1.0 - y[:-1]])
+        >>> sol = optx.least_squares(fn, sa_optx.GaussNewton(rtol=1e-8, atol=1e-8), jnp.zeros(6))
+        >>> sol.value
+        Array([1., 1., 1., 1., 1., 1.], dtype=float64)
+    """
+
+    rtol: float
+    atol: float
+    norm: Callable[[PyTree], Scalar]
+    route: str = eqx.field(static=True)
+    pattern: SparsityPattern | None = eqx.field(static=True)
+    linear_solver: lx.AbstractLinearSolver | None
+    linear_rtol: float
+    linear_atol: float
+    linear_max_steps: int | None
+    verbose: bool | Callable[..., None]
+
+    def __init__(
+        self,
+        rtol: float,
+        atol: float,
+        norm: Callable[[PyTree], Scalar] = optx.max_norm,
+        *,
+        route: str = "auto",
+        pattern: SparsityPattern | None = None,
+        linear_solver: lx.AbstractLinearSolver | None = None,
+        linear_rtol: float = 1e-10,
+        linear_atol: float = 1e-14,
+        linear_max_steps: int | None = None,
+        verbose: bool | Callable[..., None] = False,
+    ):
+        _check_common("GaussNewton", route, linear_solver, pattern)
+        self.rtol, self.atol, self.norm = rtol, atol, norm
+        self.route, self.pattern, self.linear_solver = route, pattern, linear_solver
+        self.linear_rtol, self.linear_atol = linear_rtol, linear_atol
+        self.linear_max_steps = linear_max_steps
+        self.verbose = verbose
+
+    def _damped(self) -> bool:
+        return False
+
+    def _inner(self, linear_solver):
+        return optx.GaussNewton(
+            self.rtol, self.atol, self.norm, linear_solver=linear_solver, verbose=self.verbose
+        )
+
+
+class LevenbergMarquardt(_AbstractSparseLeastSquares):
+    """Levenberg–Marquardt with a colored sparse Jacobian (``optx.LevenbergMarquardt``'s
+    trust-region damping; each damped step ``[J; √λ I] δ = [r; 0]`` is solved on the chosen
+    route: sparse direct on ``JᵀJ + λI``, or matrix-free).
+
+    The robust default for nonlinear least squares; see
+    [`GaussNewton`][sparseopt_adapters.optimistix.GaussNewton] for patterns and ``args``.
+
+    Args:
+        rtol: Relative tolerance for terminating the solve (as in optimistix).
+        atol: Absolute tolerance for terminating the solve.
+        norm: The norm of the termination test (default ``optx.max_norm``).
+        route: ``"auto"``, ``"direct"``, ``"cg"`` or ``"lsmr"`` (see the module docstring).
+        pattern: The Jacobian pattern (residual × parameters, both flattened in
+            ``jax.tree.leaves`` order) to skip detection.
+        linear_solver: Any lineax solver; overrides ``route`` (no detection is done).
+        linear_rtol: Relative tolerance of the iterative routes.
+        linear_atol: Absolute tolerance of the iterative routes.
+        linear_max_steps: Iteration cap of the iterative routes (default: lineax's).
+        verbose: As in optimistix: ``True``, ``False`` or a callable.
+
+    Example:
+        >>> import jax.numpy as jnp, optimistix as optx
+        >>> from sparseopt_adapters import optimistix as sa_optx
+        >>> t = jnp.linspace(0.0, 1.0, 8)
+        >>> def fn(y, args):  # fit a * exp(b t) to data
+        ...     return y["a"] * jnp.exp(y["b"] * t) - args
+        >>> y0 = {"a": jnp.array(1.0), "b": jnp.array(0.0)}
+        >>> solver = sa_optx.LevenbergMarquardt(rtol=1e-10, atol=1e-10)
+        >>> sol = optx.least_squares(fn, solver, y0, 2.0 * jnp.exp(-1.5 * t))
+        >>> round(float(sol.value["a"]), 6), round(float(sol.value["b"]), 6)
+        (2.0, -1.5)
+    """
+
+    rtol: float
+    atol: float
+    norm: Callable[[PyTree], Scalar]
+    route: str = eqx.field(static=True)
+    pattern: SparsityPattern | None = eqx.field(static=True)
+    linear_solver: lx.AbstractLinearSolver | None
+    linear_rtol: float
+    linear_atol: float
+    linear_max_steps: int | None
+    verbose: bool | Callable[..., None]
+
+    def __init__(
+        self,
+        rtol: float,
+        atol: float,
+        norm: Callable[[PyTree], Scalar] = optx.max_norm,
+        *,
+        route: str = "auto",
+        pattern: SparsityPattern | None = None,
+        linear_solver: lx.AbstractLinearSolver | None = None,
+        linear_rtol: float = 1e-10,
+        linear_atol: float = 1e-14,
+        linear_max_steps: int | None = None,
+        verbose: bool | Callable[..., None] = False,
+    ):
+        _check_common("LevenbergMarquardt", route, linear_solver, pattern)
+        self.rtol, self.atol, self.norm = rtol, atol, norm
+        self.route, self.pattern, self.linear_solver = route, pattern, linear_solver
+        self.linear_rtol, self.linear_atol = linear_rtol, linear_atol
+        self.linear_max_steps = linear_max_steps
+        self.verbose = verbose
+
+    def _damped(self) -> bool:
+        return True
+
+    def _inner(self, linear_solver):
+        return optx.LevenbergMarquardt(
+            self.rtol, self.atol, self.norm, linear_solver=linear_solver, verbose=self.verbose
+        )
+
+
+class Dogleg(_AbstractSparseLeastSquares):
+    """Dogleg trust-region method (``optx.Dogleg``) whose Gauss–Newton point is computed on
+    the colored sparse Jacobian; see
+    [`GaussNewton`][sparseopt_adapters.optimistix.GaussNewton] for patterns and ``args``.
+
+    Args:
+        rtol: Relative tolerance for terminating the solve (as in optimistix).
+        atol: Absolute tolerance for terminating the solve.
+        norm: The norm of the termination test (default ``optx.max_norm``).
+        route: ``"auto"``, ``"direct"``, ``"cg"`` or ``"lsmr"`` (see the module docstring).
+        pattern: The Jacobian pattern (residual × parameters, both flattened in
+            ``jax.tree.leaves`` order) to skip detection.
+        linear_solver: Any lineax solver; overrides ``route`` (no detection is done).
+        linear_rtol: Relative tolerance of the iterative routes.
+        linear_atol: Absolute tolerance of the iterative routes.
+        linear_max_steps: Iteration cap of the iterative routes (default: lineax's).
+        verbose: As in optimistix: ``True``, ``False`` or a callable.
+
+    Example:
+        >>> import jax.numpy as jnp, optimistix as optx
+        >>> from sparseopt_adapters import optimistix as sa_optx
+        >>> fn = lambda y, args: jnp.concatenate([y[1:] - y[:-1] ** 2, y[:1] - 2.0])
+        >>> sol = optx.root_find(fn, sa_optx.Dogleg(rtol=1e-10, atol=1e-10), jnp.ones(4))
+        >>> sol.value
+        Array([  2.,   4.,  16., 256.], dtype=float64)
+    """
+
+    rtol: float
+    atol: float
+    norm: Callable[[PyTree], Scalar]
+    route: str = eqx.field(static=True)
+    pattern: SparsityPattern | None = eqx.field(static=True)
+    linear_solver: lx.AbstractLinearSolver | None
+    linear_rtol: float
+    linear_atol: float
+    linear_max_steps: int | None
+    verbose: bool | Callable[..., None]
+
+    def __init__(
+        self,
+        rtol: float,
+        atol: float,
+        norm: Callable[[PyTree], Scalar] = optx.max_norm,
+        *,
+        route: str = "auto",
+        pattern: SparsityPattern | None = None,
+        linear_solver: lx.AbstractLinearSolver | None = None,
+        linear_rtol: float = 1e-10,
+        linear_atol: float = 1e-14,
+        linear_max_steps: int | None = None,
+        verbose: bool | Callable[..., None] = False,
+    ):
+        _check_common("Dogleg", route, linear_solver, pattern)
+        self.rtol, self.atol, self.norm = rtol, atol, norm
+        self.route, self.pattern, self.linear_solver = route, pattern, linear_solver
+        self.linear_rtol, self.linear_atol = linear_rtol, linear_atol
+        self.linear_max_steps = linear_max_steps
+        self.verbose = verbose
+
+    def _damped(self) -> bool:
+        return False
+
+    def _inner(self, linear_solver):
+        return optx.Dogleg(
+            self.rtol, self.atol, self.norm, linear_solver=linear_solver, verbose=self.verbose
+        )
