@@ -15,6 +15,10 @@ import jax as _jax
 if not _os.environ.get("SPARSEOPT_NO_X64"):
     _jax.config.update("jax_enable_x64", True)
 
+from ._check import DerivativeCheck as DerivativeCheck
+from ._check import DerivativeMismatchError as DerivativeMismatchError
+from ._check import check_hessian as check_hessian
+from ._check import check_jacobian as check_jacobian
 from ._coloring import ColoringResult as ColoringResult
 from ._coloring import color_hessian as color_hessian
 from ._coloring import color_jacobian as color_jacobian

@@ -65,40 +65,45 @@ _BIG_DEGREE = 32
 # ---------------------------------------------------------------------------------------
 # Result type
 # ---------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Substitution:
     """Index data of substitution (acyclic) decompression; all arrays are numpy.
 
-    The 2-colored trees are laid out one after the other in depth-first preorder. Node ``i``
-    stands for the compressed entry ``compressed[node_index[i]]`` (a vertex's product with the
-    tree's other color). The value of the edge between a node and its parent is the
-    alternating-sign sum of the nodes of its subtree, which in preorder is the contiguous
-    range ``[child_pos, child_end)``; ``child_end == n_nodes`` marks a subtree that runs to the
-    end of its tree (no subtraction needed).
+    Every 2-colored tree is rooted at a leaf and laid out in depth-first preorder as one row
+    of a block; trees of similar size share a block (a row width of a power of two, at
+    least one more than the tree size, padded with zeros). Entry ``(row, q)`` of block ``g``
+    stands for ``sign * compressed[index]`` (a vertex's product with the tree's other
+    color; ``index == len(compressed)`` is a zero pad). The value of a tree edge is the
+    alternating-sign sum over the subtree below it, a contiguous range of its row: with
+    ``R`` the reverse cumulative sum along each row, raveled and concatenated over blocks,
+    ``value = child_sign * (R[child_pos] - R[child_end])``. Rows never mix trees, so the
+    rounding of one tree never reaches another.
 
     Attributes:
-        node_index: ``(n_nodes,)`` index into the compressed vector.
-        node_sign: ``(n_nodes,)`` ``+1``/``-1`` by depth parity.
-        node_last: ``(n_nodes,)`` bool, the node is the last of its tree in preorder.
-        child_pos: ``(n_edges,)`` preorder position of the child end of each tree edge.
-        child_end: ``(n_edges,)`` preorder end of that child's subtree (or ``n_nodes``).
+        blocks: tuple of ``(index, sign)`` pairs of ``(n_rows, width)`` arrays.
+        child_pos: ``(n_edges,)`` flat position of the child end of each tree edge.
+        child_end: ``(n_edges,)`` flat position just past that child's subtree.
         child_sign: ``(n_edges,)`` sign of the child node.
     """
 
-    node_index: np.ndarray
-    node_sign: np.ndarray
-    node_last: np.ndarray
+    blocks: tuple
     child_pos: np.ndarray
     child_end: np.ndarray
     child_sign: np.ndarray
 
     @property
-    def n_nodes(self) -> int:
-        return int(self.node_index.size)
-
-    @property
     def n_edges(self) -> int:
         return int(self.child_pos.size)
+
+    @property
+    def n_slots(self) -> int:
+        return int(sum(i.size for i, _ in self.blocks))
+
+    def arrays(self) -> list[np.ndarray]:
+        out = []
+        for i, s in self.blocks:
+            out += [i, s]
+        return out + [self.child_pos, self.child_end, self.child_sign]
 
 
 def _ro(a, dtype=np.int64) -> np.ndarray:
@@ -1370,29 +1375,45 @@ def _build_acyclic(pattern, colors, order):
         val[:nn][is_root & (val[:nn] < 0)] = nn
         end = _pointer_jump(val, np.concatenate([par, [sr]]))[:nn]
         # end of each tree = end of its root
-        root_of = np.empty(n_comp, np.int64)
-        root_of[comp[roots]] = roots
-        tree_end = end[root_of[comp]]
-        sign = np.where(depth % 2 == 0, 1, -1)
-        node_cols = keys % k
-        node_rows = keys // k
-        node_index = (node_cols * n + node_rows)[pre]  # compressed layout (k, n)
-        node_sign = sign[pre]
-        node_last = np.zeros(nn, bool)
-        node_last[tree_end[roots] - 1] = True
+        sign = np.where(depth % 2 == 0, 1.0, -1.0)
+        node_index = (keys % k) * n + keys // k  # (vertex, other color) -> compressed (k, n)
+        # one row per tree: trees of similar size share a block of width 2**g > size
+        t_start = pos[roots]
+        t_order = np.argsort(t_start)
+        t_start = t_start[t_order]
+        t_size = (end[roots] - pos[roots])[t_order]
+        g = np.ceil(np.log2(t_size + 1)).astype(np.int64)
+        blocks = []
+        t_flat = np.empty(t_start.size, np.int64)  # flat offset of each tree's row
+        offset = 0
+        for gv in np.unique(g):
+            trees = np.flatnonzero(g == gv)
+            w = int(2 ** gv)
+            t_flat[trees] = offset + np.arange(trees.size) * w
+            slot = np.full((trees.size, w), k * n, np.int64)  # pads read a zero
+            sgn = np.zeros((trees.size, w))
+            q = np.arange(w)[None, :]
+            valid = q < t_size[trees][:, None]
+            src = (t_start[trees][:, None] + q)[valid]  # preorder positions
+            slot[valid] = node_index[pre[src]]
+            sgn[valid] = sign[pre[src]]
+            blocks.append((_ro(slot), _ro(sgn, np.float64)))
+            offset += trees.size * w
+        # flat slot of every preorder position
+        tree_of_pos = np.searchsorted(t_start, np.arange(nn), side="right") - 1
+        flat_of_pos = t_flat[tree_of_pos] + (np.arange(nn) - t_start[tree_of_pos])
+        flat_of_pos = np.concatenate([flat_of_pos, [0]])
         # each tree edge: child = the deeper end
-        a_child = depth[na] > depth[nb]
-        child = np.where(a_child, na, nb)
-        cpos = pos[child]
-        cend = np.where(end[child] == tree_end[child], nn, end[child])
+        child = np.where(depth[na] > depth[nb], na, nb)
+        cpos = flat_of_pos[pos[child]]
+        # end[child] is in the same tree, or the tree's end = the first pad of its row
+        t_child = tree_of_pos[pos[child]]
+        cend = t_flat[t_child] + (end[child] - t_start[t_child])
         csign = sign[child]
     else:
-        node_index = node_sign = cpos = cend = csign = np.zeros(0, np.int64)
-        node_last = np.zeros(0, bool)
+        blocks, cpos, cend, csign = [], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     subst = Substitution(
-        node_index=_ro(node_index),
-        node_sign=_ro(node_sign, np.float64),
-        node_last=_ro(node_last, bool),
+        blocks=tuple(blocks),
         child_pos=_ro(cpos),
         child_end=_ro(cend),
         child_sign=_ro(csign, np.float64),

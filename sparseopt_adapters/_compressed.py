@@ -23,26 +23,18 @@ from ._pattern import SparsityPattern, text_spy
 # ---------------------------------------------------------------------------------------
 
 
-def _segmented_suffix_sum(b, last):
-    """``R[i] = b[i] + ... + b[j]`` where ``j`` is the last index of ``i``'s segment."""
-
-    def op(x, y):
-        fx, vx = x
-        fy, vy = y
-        return fx | fy, jnp.where(fy, vy, vx + vy)
-
-    _, out = jax.lax.associative_scan(op, (last, b), reverse=True)
-    return out
-
-
 def _substitute(compressed, subst):
     """Values of the off-diagonal tree edges of an acyclic coloring (see `Substitution`)."""
-    node_index, node_sign, node_last, child_pos, child_end, child_sign = subst
-    if node_index.shape[0] == 0:
+    blocks, child_pos, child_end, child_sign = subst
+    if child_pos.shape[0] == 0:
         return jnp.zeros((0,), compressed.dtype)
-    b = compressed[node_index] * node_sign.astype(compressed.dtype)
-    r = _segmented_suffix_sum(b, node_last)
-    r = jnp.concatenate([r, jnp.zeros((1,), r.dtype)])
+    ext = jnp.concatenate([compressed, jnp.zeros((1,), compressed.dtype)])
+    sums = []
+    for index, sign in blocks:
+        rows = ext[index] * sign.astype(compressed.dtype)
+        # reverse cumulative sum along each row (one tree per row, zero padded)
+        sums.append(jax.lax.cumsum(rows, axis=1, reverse=True).reshape(-1))
+    r = jnp.concatenate(sums) if len(sums) > 1 else sums[0]
     return child_sign.astype(compressed.dtype) * (r[child_pos] - r[child_end])
 
 
@@ -63,9 +55,7 @@ def _index_data(coloring: ColoringResult):
     s = coloring.substitution
     if s is not None:
         d["subst"] = (
-            small(s.node_index),
-            np.asarray(s.node_sign),
-            np.asarray(s.node_last),
+            tuple((small(i), np.asarray(sg)) for i, sg in s.blocks),
             small(s.child_pos),
             small(s.child_end),
             np.asarray(s.child_sign),
@@ -106,7 +96,10 @@ def decompress(coloring: ColoringResult, compressed) -> jax.Array:
             f"decompress: expected {coloring.compressed_size} compressed values for "
             f"{coloring!r}, got {compressed.shape[0]}."
         )
-    return _decompress(compressed, _index_data(coloring))
+    return _decompress_jit(compressed, _index_data(coloring))
+
+
+_decompress_jit = jax.jit(_decompress)
 
 
 # ---------------------------------------------------------------------------------------

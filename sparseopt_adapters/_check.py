@@ -1,0 +1,213 @@
+"""Checks of sparse derivatives against dense JAX autodiff and random products."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._compressed import SparseHessian, SparseJacobian, SparseLagrangianHessian
+
+
+class DerivativeMismatchError(AssertionError):
+    """A sparse derivative disagrees with dense autodiff (see [`check_jacobian`][])."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DerivativeCheck:
+    """Result of [`check_jacobian`][] / [`check_hessian`][].
+
+    Errors are absolute; ``scale`` is the largest magnitude they are compared against (the
+    largest entry of the dense derivative, or of the reference products), and the check
+    passes when every error is at most ``rtol * scale + atol``.
+
+    Attributes:
+        max_error_dense: largest ``|sparse - dense|`` over all entries (``None`` when the
+            dense derivative was skipped as too large).
+        max_error_outside: largest ``|dense|`` outside the pattern (a missed nonzero), or
+            ``None`` when skipped.
+        max_error_products: largest error of ``J v`` against `jax.jvp` (and ``uᵀ J``
+            against `jax.vjp`; ``H v`` against forward-over-reverse for Hessians).
+        scale: the magnitude the errors are relative to.
+        tolerance: ``rtol * scale + atol``.
+        passed: whether every error is within ``tolerance``.
+    """
+
+    max_error_dense: float | None
+    max_error_outside: float | None
+    max_error_products: float
+    scale: float
+    tolerance: float
+    passed: bool
+
+    def __repr__(self) -> str:
+        def f(v):
+            return "skipped" if v is None else f"{v:.3g}"
+
+        return (
+            f"DerivativeCheck(passed={self.passed}, dense={f(self.max_error_dense)}, "
+            f"outside_pattern={f(self.max_error_outside)}, "
+            f"products={f(self.max_error_products)}, tolerance={self.tolerance:.3g})"
+        )
+
+
+def _finish(name, obj, dense_err, outside, prod_err, scale, rtol, atol, raise_on_error):
+    tol = rtol * scale + atol
+    errs = [e for e in (dense_err, outside, prod_err) if e is not None]
+    passed = bool(all(np.isfinite(e) and e <= tol for e in errs))
+    res = DerivativeCheck(dense_err, outside, prod_err, scale, tol, passed)
+    if raise_on_error and not passed:
+        hint = ""
+        if outside is not None and outside > tol:
+            hint = (" The dense derivative is nonzero outside the pattern: the pattern is "
+                    "missing entries (pass a correct pattern= or report the detection gap).")
+        raise DerivativeMismatchError(
+            f"{name} of {obj!r} disagrees with dense JAX autodiff: {res!r}.{hint}"
+        )
+    return res
+
+
+def _probe_vectors(rng, k, size, dtype):
+    return jnp.asarray(rng.standard_normal((k, size)), dtype=dtype)
+
+
+def check_jacobian(
+    jac: SparseJacobian,
+    *args,
+    n_probes: int = 4,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    dense_limit: int = 4_000_000,
+    seed: int = 0,
+    raise_on_error: bool = False,
+) -> DerivativeCheck:
+    """Compare a [`SparseJacobian`][] at ``args`` with dense AD and random products.
+
+    The dense check (`jax.jacfwd`) runs when ``m * n <= dense_limit``; the product check
+    always runs: ``J v`` for ``n_probes`` random ``v`` against `jax.jvp`, and ``uᵀ J``
+    against `jax.vjp`.
+
+    Args:
+        jac: the sparse Jacobian.
+        *args: the arguments to evaluate at.
+        n_probes: random vectors per product check.
+        rtol, atol: tolerance ``rtol * scale + atol``.
+        dense_limit: skip the dense comparison above this many entries.
+        seed: seed of the probes.
+        raise_on_error: raise [`DerivativeMismatchError`][] instead of returning a failed
+            check.
+
+    Returns:
+        A [`DerivativeCheck`][].
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import numpy as np
+        >>> import sparseopt_adapters as sa
+        >>> f = lambda x: x[1:] * x[:-1]
+        >>> p = sa.SparsityPattern.from_dense(np.eye(4, 5) + np.eye(4, 5, k=1))
+        >>> jac = sa.sparse_jacobian(f, jnp.ones(5), pattern=p)
+        >>> sa.check_jacobian(jac, jnp.arange(5.0)).passed
+        True
+    """
+    if not isinstance(jac, SparseJacobian):
+        raise TypeError(
+            f"check_jacobian needs a SparseJacobian (from sa.sparse_jacobian), got "
+            f"{type(jac).__name__}."
+        )
+    m, n = jac.pattern.shape
+    x, g = jac._flat.split(args)
+    vals = np.asarray(jac.values(*args))
+    sparse = jac.to_scipy(vals, "csr")
+    dense_err = outside = None
+    scale = float(np.max(np.abs(vals))) if vals.size else 0.0
+    if m * n <= dense_limit:
+        dense = np.asarray(jax.jacfwd(g)(x)).reshape(m, n)
+        mask = jac.pattern.todense()
+        dense_err = float(np.max(np.abs(sparse.toarray() - dense))) if m * n else 0.0
+        outside = float(np.max(np.abs(np.where(mask, 0.0, dense)))) if m * n else 0.0
+        scale = max(scale, float(np.max(np.abs(dense))) if m * n else 0.0)
+    rng = np.random.default_rng(seed)
+    prod_err = 0.0
+    if n_probes and m and n:
+        vs = _probe_vectors(rng, n_probes, n, x.dtype)
+        jv = np.asarray(jax.vmap(lambda v: jax.jvp(g, (x,), (v,))[1])(vs))
+        y, pull = jax.vjp(g, x)
+        us = _probe_vectors(rng, n_probes, m, y.dtype)
+        uj = np.asarray(jax.vmap(lambda u: pull(u)[0])(us))
+        sjv = (sparse @ np.asarray(vs).T).T
+        suj = (sparse.T @ np.asarray(us).T).T
+        prod_err = float(max(np.max(np.abs(sjv - jv)), np.max(np.abs(suj - uj))))
+        pscale = float(max(np.max(np.abs(jv)), np.max(np.abs(uj))))
+        scale = max(scale, pscale)
+    return _finish("The Jacobian", jac, dense_err, outside, prod_err, scale, rtol, atol,
+                   raise_on_error)
+
+
+def check_hessian(
+    hess: SparseHessian | SparseLagrangianHessian,
+    *args,
+    n_probes: int = 4,
+    rtol: float = 1e-10,
+    atol: float = 1e-12,
+    dense_limit: int = 4_000_000,
+    seed: int = 0,
+    raise_on_error: bool = False,
+) -> DerivativeCheck:
+    """Compare a [`SparseHessian`][] at ``args`` with `jax.hessian` and random HVPs.
+
+    For a [`SparseLagrangianHessian`][] pass ``(x, sigma, lam, *args)``.
+
+    Args:
+        hess: the sparse Hessian.
+        *args: the arguments to evaluate at.
+        n_probes, rtol, atol, dense_limit, seed, raise_on_error: as in [`check_jacobian`][].
+
+    Returns:
+        A [`DerivativeCheck`][].
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import numpy as np
+        >>> import sparseopt_adapters as sa
+        >>> f = lambda x: jnp.sum(x[1:] ** 2 * x[:-1])
+        >>> p = sa.SparsityPattern.from_dense(np.eye(5) + np.eye(5, k=1) + np.eye(5, k=-1))
+        >>> check = sa.check_hessian(sa.sparse_hessian(f, jnp.ones(5), pattern=p), jnp.arange(5.0))
+        >>> check.passed, check.max_error_dense
+        (True, 0.0)
+    """
+    if isinstance(hess, SparseLagrangianHessian):
+        hess = hess.hessian
+    if not isinstance(hess, SparseHessian):
+        raise TypeError(
+            f"check_hessian needs a SparseHessian (from sa.sparse_hessian), got "
+            f"{type(hess).__name__}."
+        )
+    n = hess.pattern.shape[0]
+    x, g = hess._flat.split(args)
+
+    def fs(z):
+        return g(z)[0]
+
+    vals = np.asarray(hess.values(*args))
+    sparse = hess.to_scipy(vals, "csr")
+    dense_err = outside = None
+    scale = float(np.max(np.abs(vals))) if vals.size else 0.0
+    if n * n <= dense_limit:
+        dense = np.asarray(jax.hessian(fs)(x)).reshape(n, n)
+        mask = hess.pattern.todense()
+        dense_err = float(np.max(np.abs(sparse.toarray() - dense))) if n else 0.0
+        outside = float(np.max(np.abs(np.where(mask, 0.0, dense)))) if n else 0.0
+        scale = max(scale, float(np.max(np.abs(dense))) if n else 0.0)
+    prod_err = 0.0
+    if n_probes and n:
+        rng = np.random.default_rng(seed)
+        vs = _probe_vectors(rng, n_probes, n, x.dtype)
+        hv = np.asarray(jax.vmap(lambda v: jax.jvp(jax.grad(fs), (x,), (v,))[1])(vs))
+        shv = (sparse @ np.asarray(vs).T).T
+        prod_err = float(np.max(np.abs(shv - hv)))
+        scale = max(scale, float(np.max(np.abs(hv))))
+    return _finish("The Hessian", hess, dense_err, outside, prod_err, scale, rtol, atol,
+                   raise_on_error)
