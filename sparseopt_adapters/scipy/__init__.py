@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from sparseopt_adapters.scipy._impl import DEFAULT_TR_OPTIONS as DEFAULT_TR_OPTIONS
 from sparseopt_adapters.scipy._impl import DENSE_LIMIT as DENSE_LIMIT
+from sparseopt_adapters.scipy._impl import LSMR_MAXITER_FACTOR as LSMR_MAXITER_FACTOR
 from sparseopt_adapters.scipy._impl import Derivatives as Derivatives
 from sparseopt_adapters.scipy._impl import derivatives as derivatives
 from sparseopt_adapters.scipy._impl import least_squares as least_squares
@@ -27,6 +28,7 @@ from sparseopt_adapters.scipy._impl import nonlinear_constraint as nonlinear_con
 __all__ = [
     "DEFAULT_TR_OPTIONS",
     "DENSE_LIMIT",
+    "LSMR_MAXITER_FACTOR",
     "Derivatives",
     "derivatives",
     "least_squares",
