@@ -204,8 +204,9 @@ class Problem(cyipopt.Problem):
         >>> prob.hessianstructure()
         (array([0, 1, 2], dtype=int32), array([0, 1, 2], dtype=int32))
         >>> x, info = prob.solve()
-        >>> info["status"], np.round(x[0], 4)
-        (0, np.float64(1.3003))
+        >>> info["status"], np.round(x, 4)
+        (0, array([1.2272, 1.5061, 2.2685]))
+        >>> x, info = prob.solve(np.full(3, 1.5))   # reuses the compiled callbacks
     """
 
     def __init__(

@@ -497,16 +497,16 @@ class _NLP:
     # -- fused evaluations ----------------------------------------------------------------
     def _eval_fc(self, x):
         if self._fc_x is None or not np.array_equal(x, self._fc_x):
-            fv, cv, fok, cok = self._fc(x, self.dyn)
-            self._fc_val = (float(fv), np.asarray(cv), bool(fok), bool(cok))
+            fv, cv, fok, cok = jax.device_get(self._fc(x, self.dyn))  # one transfer
+            self._fc_val = (float(fv), cv, bool(fok), bool(cok))
             self._fc_x = np.array(x)
             self.evals["fc"] += 1
         return self._fc_val
 
     def _eval_gj(self, x):
         if self._gj_x is None or not np.array_equal(x, self._gj_x):
-            g, jv, gok, jok = self._gj(x, self.dyn)
-            self._gj_val = (np.asarray(g), np.asarray(jv), bool(gok), bool(jok))
+            g, jv, gok, jok = jax.device_get(self._gj(x, self.dyn))
+            self._gj_val = (g, jv, bool(gok), bool(jok))
             self._gj_x = np.array(x)
             self.evals["gj"] += 1
         return self._gj_val
@@ -582,11 +582,11 @@ class _NLP:
                     "one. Build the problem with the exact-Hessian options, or keep "
                     "hessian_approximation='limited-memory'."
                 )
-            hv, ok = self._h(x, np.float64(obj_factor), lagrange, self.dyn)
+            hv, ok = jax.device_get(self._h(x, np.float64(obj_factor), lagrange, self.dyn))
             self.evals["h"] += 1
-            if not bool(ok):
+            if not ok:
                 self._nonfinite("hessian", fatal=True)
-            return np.asarray(hv)
+            return hv
 
         return self._run("hessian", compute)
 

@@ -1,0 +1,429 @@
+"""IPOPT with exact sparse JAX derivatives vs CasADi, dense JAX derivatives and L-BFGS.
+
+Problems:
+    luksan-vlcek   chained Rosenbrock with trigonometric-exponential equality constraints
+                   (Lukšan & Vlček 1999, problem 5.1; IPOPT's classic large-scale test),
+                   n = 1e3, 1e4, 1e5.
+    control        1-D reaction-diffusion optimal control (examples/optimal_control_ipopt.py):
+                   implicit Euler on an nx × nt grid, bounded distributed control.
+
+Solvers (the same IPOPT options for all: tol 1e-8, mu_strategy monotone, MUMPS):
+    ours           sparseopt_adapters.ipopt.Problem (exact sparse Jacobian and Hessian)
+    casadi         CasADi nlpsol('ipopt') on the same problem written with MX symbols
+    dense-jax      cyipopt.minimize_ipopt with jitted dense jax.jacfwd / jax.hessian
+                   (only where the dense n × n Hessian and m × n Jacobian are small)
+    ours-lbfgs     ours with hessian_approximation='limited-memory' (no Hessian built)
+    ours@caslib    diagnostic: our compiled callbacks (the same `_NLP` object `ours` uses)
+                   driving CasADi's bundled libipopt through IPOPT's C interface (ctypes),
+                   i.e. ours with the IPOPT/MUMPS build held equal to CasADi's. Not part of
+                   the library; it shows how much of the gap is the cyipopt wheel's build.
+
+Columns: iterations; setup (ours: detection + coloring + compile; casadi: nlpsol build;
+dense: jit compile); solve wall time (median of --reps solves after one warm-up solve) and
+process CPU time; IPOPT's own print_timing_statistics split of the solve into time in NLP
+function evaluations (callbacks, including cyipopt's copies) and everything else (MUMPS,
+line search, ...); for ours also the time spent inside our Python callbacks.
+
+Run:
+    python benchmarks/bench_ipopt.py            # all sizes (several minutes)
+    python benchmarks/bench_ipopt.py --quick    # small sizes only (< 2 min)
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import pathlib  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.optimize as so  # noqa: E402
+
+import sparseopt_adapters  # noqa: E402, F401  (float64)
+from sparseopt_adapters import ipopt  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+COMMON = {"tol": 1e-8, "mu_strategy": "monotone", "linear_solver": "mumps", "max_iter": 3000}
+TMP = pathlib.Path(tempfile.mkdtemp(prefix="bench_ipopt_"))
+LBFGS_WALL_CAP = 120.0  # seconds per L-BFGS solve (IPOPT's max_wall_time; status -5 if hit)
+DENSE_LIMIT = 2500  # largest n for the dense-JAX baseline (n² / 2 Hessian entries)
+
+
+# ---------------------------------------------------------------------------------------
+# problems: JAX and CasADi versions of the same NLP
+# ---------------------------------------------------------------------------------------
+def lv_objective(x):
+    return jnp.sum(100.0 * (x[:-1] ** 2 - x[1:]) ** 2 + (x[:-1] - 1.0) ** 2)
+
+
+def lv_constraints(x):
+    a, b, d = x[:-2], x[1:-1], x[2:]
+    return (3 * b**3 + 2 * d - 5 + jnp.sin(b - d) * jnp.sin(b + d) + 4 * b
+            - a * jnp.exp(a - b) - 3)
+
+
+def luksan_vlcek(n):
+    x0 = np.where(np.arange(n) % 2 == 0, -1.2, 1.0)
+    return dict(name="luksan-vlcek", size=f"n={n:.0e}", n=n, f=lv_objective, c=lv_constraints,
+                x0=x0, cl=0.0, cu=0.0, lb=None, ub=None, casadi=lambda: lv_casadi(n))
+
+
+def lv_casadi(n):
+    import casadi as ca
+
+    x = ca.MX.sym("x", n)
+    f = ca.sum1(100 * (x[:-1] ** 2 - x[1:]) ** 2 + (x[:-1] - 1) ** 2)
+    a, b, d = x[:-2], x[1:-1], x[2:]
+    g = 3 * b**3 + 2 * d - 5 + ca.sin(b - d) * ca.sin(b + d) + 4 * b - a * ca.exp(a - b) - 3
+    return {"x": x, "f": f, "g": g}
+
+
+def _load_example():
+    path = ROOT / "examples" / "optimal_control_ipopt.py"
+    spec = importlib.util.spec_from_file_location("optimal_control_ipopt", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def control(nx, nt):
+    ex = _load_example()
+    objective, dynamics, x0_tree, bounds = ex.make_problem(nx, nt)
+    flat0, unravel = sparseopt_adapters.ravel_parameters(x0_tree)
+    n = flat0.size
+
+    def f(z):  # the flat form, as IPOPT sees it (u first, then y; row-major)
+        return objective(unravel(z))
+
+    def c(z):
+        return jnp.ravel(dynamics(unravel(z)))
+
+    return dict(name="control", size=f"{nx}x{nt}", n=n, f=f, c=c, x0=np.asarray(flat0),
+                cl=0.0, cu=0.0, lb=bounds.lb, ub=bounds.ub,
+                casadi=lambda: control_casadi(nx, nt))
+
+
+def control_casadi(nx, nt, nu=0.05, alpha=1e-4, T=2.0):
+    import casadi as ca
+    import scipy.sparse as sp
+
+    dx, dt = 1.0 / (nx + 1), T / nt
+    xs = np.linspace(dx, 1.0 - dx, nx)
+    y_init = 0.2 * np.sin(np.pi * xs)
+    y_target = 0.8 * np.sin(2 * np.pi * xs) ** 2
+    lap = sp.diags_array([1.0, -2.0, 1.0], offsets=[-1, 0, 1], shape=(nx, nx)).tocsc() / dx**2
+    D = ca.DM(ca.Sparsity(nx, nx, lap.indptr.tolist(), lap.indices.tolist()), lap.data)
+    v = ca.MX.sym("v", 2 * nx * nt)
+    U = ca.reshape(v[: nx * nt], nx, nt)  # column k = u[k] (our row-major (nt, nx))
+    Y = ca.reshape(v[nx * nt:], nx, nt)
+    prev = ca.horzcat(ca.DM(y_init), Y[:, : nt - 1])
+    R = (Y - prev) / dt - (nu * ca.mtimes(D, Y) + Y - Y**3 + U)
+    f = 0.5 * dx * ca.sumsqr(Y[:, nt - 1] - ca.DM(y_target)) + 0.5 * alpha * dt * dx * ca.sumsqr(U)
+    return {"x": v, "f": f, "g": ca.vec(R)}
+
+
+# ---------------------------------------------------------------------------------------
+# IPOPT's timing statistics
+# ---------------------------------------------------------------------------------------
+_TIMING = re.compile(r"^\s*(OverallAlgorithm|Function Evaluations)\.*:\s*([\d.]+)\s*\(sys:\s*"
+                     r"[\d.]+\s*wall:\s*([\d.]+)\)", re.M)
+
+
+def ipopt_timing(path):
+    """IPOPT's CPU seconds ``{'overall', 'functions'}`` for the last solve logged in ``path``."""
+    text = pathlib.Path(path).read_text()
+    text = text[text.rfind("Number of Iterations"):]
+    t = {name: float(cpu) for name, cpu, _ in _TIMING.findall(text)}
+    return {"overall": t.get("OverallAlgorithm", np.nan),
+            "functions": t.get("Function Evaluations", np.nan)}
+
+
+def timing_options(tag):
+    path = TMP / f"{tag}.out"
+    return path, {"print_timing_statistics": "yes", "output_file": str(path),
+                  "file_print_level": 3}
+
+
+# ---------------------------------------------------------------------------------------
+# runners: each returns a row dict
+# ---------------------------------------------------------------------------------------
+def _median_runs(solve, reps, warmup=True):
+    if warmup:
+        solve()
+    runs = []
+    for _ in range(reps):
+        t, c = time.perf_counter(), time.process_time()
+        extra = solve()
+        runs.append((time.perf_counter() - t, time.process_time() - c, extra))
+    k = sorted(range(reps), key=lambda i: runs[i][0])[reps // 2]
+    return runs[k]
+
+
+def run_ours(p, reps, lbfgs=False, warmup=True):
+    tag = f"ours{'-lbfgs' if lbfgs else ''}-{p['name']}-{p['size']}"
+    path, topts = timing_options(tag)
+    opts = dict(COMMON, **topts)
+    if lbfgs:  # capped: L-BFGS can need thousands of iterations here
+        opts.update(hessian_approximation="limited-memory", max_wall_time=LBFGS_WALL_CAP)
+    bounds = None if p["lb"] is None else so.Bounds(p["lb"], p["ub"])
+    t = time.perf_counter()
+    prob = ipopt.Problem(p["f"], p["x0"], bounds=bounds, options=opts,
+                         constraints=so.NonlinearConstraint(p["c"], p["cl"], p["cu"]))
+    setup = time.perf_counter() - t
+
+    def solve():
+        _, info = prob.solve()
+        return dict(status=info["status"], obj=info["obj_val"], iters=prob.nlp.iteration,
+                    callbacks=prob.nlp.timing()["callbacks_s"], ipopt=ipopt_timing(path))
+
+    wall, cpu, r = _median_runs(solve, reps, warmup)
+    prob.close()
+    return dict(solver="ours-lbfgs" if lbfgs else "ours", setup=setup, wall=wall, cpu=cpu,
+                **r)
+
+
+def run_casadi(p, reps):
+    import casadi as ca
+
+    tag = f"casadi-{p['name']}-{p['size']}"
+    path, topts = timing_options(tag)
+    opts = {f"ipopt.{k}": v for k, v in dict(COMMON, **topts).items()}
+    opts.update({"ipopt.print_level": 0, "ipopt.sb": "yes", "print_time": False})
+    t = time.perf_counter()
+    S = ca.nlpsol("S", "ipopt", p["casadi"](), opts)
+    setup = time.perf_counter() - t
+    kw = dict(x0=p["x0"], lbg=p["cl"], ubg=p["cu"])
+    if p["lb"] is not None:
+        kw.update(lbx=p["lb"], ubx=p["ub"])
+
+    def solve():
+        r = S(**kw)
+        st = S.stats()
+        return dict(status=st["return_status"], obj=float(r["f"]), iters=st["iter_count"],
+                    callbacks=np.nan, ipopt=ipopt_timing(path))
+
+    wall, cpu, r = _median_runs(solve, reps)
+    return dict(solver="casadi", setup=setup, wall=wall, cpu=cpu, **r)
+
+
+def run_dense(p, reps, warmup=True):
+    from cyipopt import minimize_ipopt
+
+    tag = f"dense-{p['name']}-{p['size']}"
+    path, topts = timing_options(tag)
+    f, c = p["f"], p["c"]
+    fun = jax.jit(f)
+    jac = jax.jit(jax.grad(f))
+    hess = jax.jit(jax.hessian(f))
+    cfun = jax.jit(c)
+    cjac = jax.jit(jax.jacfwd(c))
+    chess = jax.jit(lambda x, v: jax.hessian(lambda z: jnp.dot(v, c(z)))(x))
+    x0 = p["x0"]
+    t = time.perf_counter()
+    m = int(np.asarray(cfun(x0)).size)
+    for g, a in ((fun, (x0,)), (jac, (x0,)), (hess, (x0,)), (cfun, (x0,)), (cjac, (x0,)),
+                 (chess, (x0, np.ones(m)))):
+        jax.block_until_ready(g(*a))
+    setup = time.perf_counter() - t
+    np_ = lambda g: (lambda *a: np.asarray(g(*a)))  # noqa: E731
+    cons = {"type": "eq" if p["cl"] == p["cu"] else "ineq", "fun": np_(cfun), "jac": np_(cjac),
+            "hess": np_(chess)}
+    bounds = None if p["lb"] is None else list(zip(p["lb"], p["ub"], strict=True))
+    opts = dict(COMMON, **topts, print_level=0, sb="yes")
+
+    def solve():
+        res = minimize_ipopt(lambda x: float(fun(x)), x0, jac=np_(jac), hess=np_(hess),
+                             constraints=[cons], bounds=bounds, options=dict(opts))
+        return dict(status=res.status, obj=res.fun, iters=res.nit, callbacks=np.nan,
+                    ipopt=ipopt_timing(path))
+
+    wall, cpu, r = _median_runs(solve, reps, warmup)
+    return dict(solver="dense-jax", setup=setup, wall=wall, cpu=cpu, **r)
+
+
+# ---------------------------------------------------------------------------------------
+# diagnostic: our compiled callbacks driving CasADi's bundled libipopt through ctypes
+# ---------------------------------------------------------------------------------------
+def _casadi_libipopt():
+    """CasADi's own IPOPT 3.14.19 + MUMPS 5.8.2 (+ METIS), through IPOPT's C interface."""
+    import ctypes as C
+
+    import casadi
+
+    lib = C.CDLL(str(pathlib.Path(casadi.__file__).parent / "libipopt.so.3"), mode=C.RTLD_LOCAL)
+    I, D, B, P = C.c_int, C.c_double, C.c_bool, C.c_void_p
+    DP, IP = C.POINTER(D), C.POINTER(I)
+    cb = {"f": C.CFUNCTYPE(B, I, DP, B, DP, P), "grad": C.CFUNCTYPE(B, I, DP, B, DP, P),
+          "g": C.CFUNCTYPE(B, I, DP, B, I, DP, P),
+          "jac": C.CFUNCTYPE(B, I, DP, B, I, I, IP, IP, DP, P),
+          "h": C.CFUNCTYPE(B, I, DP, B, D, I, DP, B, I, IP, IP, DP, P)}
+    lib.CreateIpoptProblem.restype = P
+    lib.CreateIpoptProblem.argtypes = [I, DP, DP, I, DP, DP, I, I, I, cb["f"], cb["g"],
+                                       cb["grad"], cb["jac"], cb["h"]]
+    lib.AddIpoptStrOption.argtypes = [P, C.c_char_p, C.c_char_p]
+    lib.AddIpoptNumOption.argtypes = [P, C.c_char_p, D]
+    lib.AddIpoptIntOption.argtypes = [P, C.c_char_p, I]
+    for fn in (lib.AddIpoptStrOption, lib.AddIpoptNumOption, lib.AddIpoptIntOption):
+        fn.restype = B
+    lib.IpoptSolve.argtypes = [P, DP, DP, DP, DP, DP, DP, P]
+    lib.IpoptSolve.restype = I
+    lib.FreeIpoptProblem.argtypes = [P]
+    return lib, cb, C, DP
+
+
+def run_ours_casadi_lib(p, reps):
+    """`ours` with IPOPT swapped for CasADi's build: isolates our callback path from MUMPS."""
+    from sparseopt_adapters.ipopt._nlp import _NLP
+
+    lib, cbt, C, DP = _casadi_libipopt()
+    path, topts = timing_options(f"ours-caslib-{p['name']}-{p['size']}")
+    bounds = None if p["lb"] is None else so.Bounds(p["lb"], p["ub"])
+    t = time.perf_counter()
+    nlp = _NLP(p["f"], p["x0"], bounds=bounds,
+               constraints=so.NonlinearConstraint(p["c"], p["cl"], p["cu"]))
+    setup = time.perf_counter() - t
+    n, m = nlp.n, nlp.m
+    arr = lambda ptr, k: np.ctypeslib.as_array(ptr, shape=(k,))  # noqa: E731
+    ptr = lambda a: a.ctypes.data_as(DP)  # noqa: E731
+
+    def guard(fn):
+        def wrapped(*a):
+            try:
+                fn(*a)
+                return True
+            except Exception:
+                return False
+        return wrapped
+
+    def f(n_, x, new, out, ud):
+        out[0] = nlp.objective(arr(x, n).copy())
+
+    def g(n_, x, new, m_, out, ud):
+        arr(out, m)[:] = nlp.constraints(arr(x, n).copy())
+
+    def grad(n_, x, new, out, ud):
+        arr(out, n)[:] = nlp.gradient(arr(x, n).copy())
+
+    def jac(n_, x, new, m_, k, ir, jc, vals, ud):
+        if not vals:
+            arr(ir, k)[:], arr(jc, k)[:] = nlp.jac_rows, nlp.jac_cols
+        else:
+            arr(vals, k)[:] = nlp.jacobian(arr(x, n).copy())
+
+    def h(n_, x, new, sigma, m_, lam, new_lam, k, ir, jc, vals, ud):
+        if not vals:
+            arr(ir, k)[:], arr(jc, k)[:] = nlp.hess_rows, nlp.hess_cols
+        else:
+            lam_ = arr(lam, m).copy() if m else np.zeros(0)
+            arr(vals, k)[:] = nlp.hessian(arr(x, n).copy(), lam_, sigma)
+
+    keep = [cbt[k](guard(fn)) for k, fn in (("f", f), ("g", g), ("grad", grad), ("jac", jac),
+                                            ("h", h))]
+    lims = [np.ascontiguousarray(a, dtype=np.float64) for a in (nlp.lb, nlp.ub, nlp.cl, nlp.cu)]
+
+    def solve():
+        prob = lib.CreateIpoptProblem(n, ptr(lims[0]), ptr(lims[1]), m, ptr(lims[2]),
+                                      ptr(lims[3]), nlp.jac_rows.size, nlp.hess_rows.size, 0,
+                                      *keep)
+        for k, v in dict(COMMON, **topts, print_level=0, sb="yes").items():
+            add = (lib.AddIpoptStrOption if isinstance(v, str) else lib.AddIpoptNumOption
+                   if isinstance(v, float) else lib.AddIpoptIntOption)
+            assert add(prob, k.encode(), v.encode() if isinstance(v, str) else v), k
+        x, gv, obj = np.array(nlp.x0), np.zeros(m), C.c_double(0.0)
+        mg, zl, zu = np.zeros(m), np.zeros(n), np.zeros(n)
+        nlp.reset()
+        st = lib.IpoptSolve(prob, ptr(x), ptr(gv), C.byref(obj), ptr(mg), ptr(zl), ptr(zu),
+                            None)
+        lib.FreeIpoptProblem(prob)
+        return dict(status=st, obj=obj.value, iters=_ITERS_RE.findall(path.read_text())[-1],
+                    callbacks=nlp.timing()["callbacks_s"], ipopt=ipopt_timing(path))
+
+    wall, cpu, r = _median_runs(solve, reps)
+    return dict(solver="ours@caslib", setup=setup, wall=wall, cpu=cpu, **r)
+
+
+_ITERS_RE = re.compile(r"Number of Iterations\.*:\s*(\d+)")
+
+
+# ---------------------------------------------------------------------------------------
+# table
+# ---------------------------------------------------------------------------------------
+HEADER = (f"{'problem':<13} {'size':<8} {'solver':<11} {'iters':>5} {'status':>6} "
+          f"{'setup s':>8} {'wall s':>8} {'cpu s':>8} {'×cas wall':>9} {'×cas cpu':>8} "
+          f"{'f-eval cpu':>10} {'ipopt cpu':>9} {'our cb':>8}")
+_STATUS = {"Solve_Succeeded": 0, "Solved_To_Acceptable_Level": 1}
+
+
+def fmt_row(p, r, ref):
+    fe, ov = r["ipopt"]["functions"], r["ipopt"]["overall"]
+    status = _STATUS.get(r["status"], r["status"])
+    cb = r["callbacks"]
+    return (f"{p['name']:<13} {p['size']:<8} {r['solver']:<11} {r['iters']:>5} {status!s:>6} "
+            f"{r['setup']:>8.2f} {r['wall']:>8.3f} {r['cpu']:>8.3f} "
+            f"{r['wall'] / ref['wall']:>9.2f} {r['cpu'] / ref['cpu']:>8.2f} {fe:>10.3f} "
+            f"{ov - fe:>9.3f} {('' if np.isnan(cb) else f'{cb:8.3f}'):>8}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes only (< 2 min)")
+    ap.add_argument("--reps", type=int, default=3, help="timed solves per case (median)")
+    ap.add_argument("--no-lbfgs", action="store_true")
+    ap.add_argument("--no-diagnostic", action="store_true",
+                    help="skip the ours@caslib row (our callbacks on CasADi's libipopt)")
+    a = ap.parse_args(argv)
+
+    if a.quick:
+        problems = [luksan_vlcek(1000), luksan_vlcek(10_000), control(20, 20)]
+    else:
+        problems = [luksan_vlcek(1000), luksan_vlcek(10_000), luksan_vlcek(100_000),
+                    control(40, 40), control(100, 100)]
+    import casadi
+    import cyipopt
+
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; jax {jax.__version__}, "
+          f"cyipopt {cyipopt.__version__} (IPOPT 3.14.11, MUMPS 5.5.1), casadi "
+          f"{casadi.__version__} (its own IPOPT 3.14.19, MUMPS 5.8.2)")
+    print(f"# IPOPT options for all: {COMMON}; solve = median of {a.reps} after a warm-up")
+    print(HEADER)
+    skipped = []
+    for p in problems:
+        ref = run_casadi(p, a.reps)
+        rows = [ref, run_ours(p, a.reps)]
+        if not a.no_diagnostic:
+            rows.append(run_ours_casadi_lib(p, a.reps))
+        slow = dict(reps=1, warmup=False) if a.quick else dict(reps=a.reps)
+        if p["n"] <= DENSE_LIMIT:
+            rows.append(run_dense(p, **slow))
+        else:
+            skipped.append(f"dense-jax skipped for {p['name']} {p['size']}: the dense Hessian "
+                           f"alone has {p['n'] * (p['n'] + 1) // 2:.2e} lower entries")
+        if not a.no_lbfgs:
+            big = p["n"] > 20_000  # L-BFGS: one run (no warm-up) where it takes long
+            rows.append(run_ours(p, lbfgs=True, **(dict(reps=1, warmup=False) if big else slow)))
+        for r in rows:
+            print(fmt_row(p, r, ref), flush=True)
+    for s in skipped:
+        print("# " + s)
+    print("# status: IPOPT's return status (0 = solved). wall s / cpu s: one solve (process CPU "
+          "time counts every thread; on a shared machine it is the steadier number).")
+    print("# f-eval cpu / ipopt cpu: IPOPT's print_timing_statistics split of the solve's CPU "
+          "time: NLP function evaluations (incl. cyipopt's copies) / everything else (MUMPS, "
+          "line search, ...). our cb: wall seconds inside our Python callbacks.")
+    if a.quick:
+        print("# --quick: dense-jax and ours-lbfgs are single runs without warm-up.")
+
+
+if __name__ == "__main__":
+    main()
