@@ -277,7 +277,9 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
                 f"{c.pattern.shape[1]} operator but got one mapping {n} inputs to {m} "
                 "outputs. Build the solver from the pattern of this operator."
             )
-        fwd_seeds, rev_seeds = c.seeds()
+        # The seeds are constants; without the barrier XLA constant-folds everything that
+        # depends only on them (gathers/scatters of the seeds) at compile time, for seconds.
+        fwd_seeds, rev_seeds = jax.lax.optimization_barrier(c.seeds())
         parts = []
         if c.n_forward:
             fwd = jax.vmap(lambda s: ravel_out(operator.mv(unravel_in(s))))(fwd_seeds)
@@ -396,21 +398,13 @@ def normal_operator(
 # ---------------------------------------------------------------------------------------
 
 
-def _sparse_jacobian_or_none(r_flat, x_flat, args, pattern):
-    """Detection + coloring through ``sa.sparse_jacobian`` when it exists, else our own."""
-    try:
-        from ._compressed import sparse_jacobian
-    except ImportError:
-        sparse_jacobian = None
-    if sparse_jacobian is not None:
-        kw = {} if pattern is None else {"pattern": pattern}
-        jac = sparse_jacobian(r_flat, x_flat, *args, argnums=0, **kw)
-        return jac.pattern, SparseDirectSolver.from_jacobian(jac)
-    if pattern is None:
-        from ._detection import jacobian_sparsity
+def _detect_and_color(r_flat, x_flat, args, pattern, mode):
+    """Detection (unless ``pattern`` is given) and coloring, through ``sa.sparse_jacobian``."""
+    from ._compressed import sparse_jacobian
 
-        pattern = jacobian_sparsity(r_flat, x_flat, *args, argnums=0)
-    return pattern, SparseDirectSolver(pattern)
+    kw = {} if pattern is None else {"pattern": pattern}
+    jac = sparse_jacobian(r_flat, x_flat, *args, argnums=0, mode=mode, **kw)
+    return jac.pattern, SparseDirectSolver.from_jacobian(jac)
 
 
 def _normal_nnz(pattern: SparsityPattern) -> int:
@@ -476,6 +470,9 @@ class GaussNewton:
         linear_rtol: Relative tolerance of the iterative linear solves.
         linear_atol: Absolute tolerance of the iterative linear solves.
         linear_max_steps: Iteration cap for the iterative linear solves (default: lineax's).
+        coloring_mode: Jacobian coloring mode (see ``sa.color_jacobian``). Default:
+            ``"forward"`` (JVPs, the natural choice for a linearised residual) when
+            ``m ≥ n``, else ``"auto"``.
 
     Attributes:
         route: The route chosen.
@@ -503,6 +500,7 @@ class GaussNewton:
         linear_rtol: float = 1e-10,
         linear_atol: float = 1e-14,
         linear_max_steps: int | None = None,
+        coloring_mode: str | None = None,
     ):
         if route not in _ROUTES:
             raise ValueError(f"route must be one of {_ROUTES}, got {route!r}.")
@@ -521,7 +519,11 @@ class GaussNewton:
             with warnings.catch_warnings():
                 if route == "auto":  # a dense coloring is what "auto" is there to catch
                     warnings.simplefilter("ignore", DenseColoringWarning)
-                self.pattern, self._direct = _sparse_jacobian_or_none(r_flat, x_flat, args, pattern)
+                if coloring_mode is None:
+                    coloring_mode = "forward" if self.m >= self.n else "auto"
+                self.pattern, self._direct = _detect_and_color(
+                    r_flat, x_flat, args, pattern, coloring_mode
+                )
             self.n_colors = self._direct.n_colors
             self.normal_nnz = _normal_nnz(self.pattern)
         if route == "auto":
@@ -532,6 +534,7 @@ class GaussNewton:
         self._linear_max_steps = linear_max_steps
         self._step_jit = jax.jit(self._step_impl, static_argnames=("damped",))
         self._energy_jit = jax.jit(self._energy_impl)
+        self._curvature_jit = jax.jit(self._mean_curvature_impl)
 
     def __repr__(self):
         return (
@@ -601,7 +604,17 @@ class GaussNewton:
             else:
                 op, vec = J, -r
             sol = lx.linear_solve(op, vec, solver, throw=False)
-        return sol.value, jnp.sum(r * r), 2.0 * Jtr, sol.result
+        delta = sol.value
+        # the Gauss–Newton model's prediction ‖r + Jδ‖² (one more JVP) for damping control
+        model = jnp.sum((r + J.mv(delta)) ** 2)
+        return delta, jnp.sum(r * r), 2.0 * Jtr, sol.result, model
+
+    def _mean_curvature_impl(self, x_flat, args):
+        """``‖J z‖² / n`` for a Rademacher ``z``: an estimate of the mean diagonal of JᵀJ."""
+        z = jnp.where(jnp.arange(x_flat.size) % 2 == 0, 1.0, -1.0)
+        z = z * jnp.where(jax.random.bernoulli(jax.random.key(0), 0.5, z.shape), 1.0, -1.0)
+        _, jz = jax.jvp(lambda v: self._r_flat(v, *args), (x_flat,), (z,))
+        return jnp.sum(jz * jz) / max(x_flat.size, 1)
 
     # -- public -----------------------------------------------------------------------------
     def step(self, x, *args, damping=0.0, diag=None):
@@ -610,14 +623,16 @@ class GaussNewton:
         Returns:
             ``(delta, info)``: ``delta`` a pytree like ``x`` (``Fixed`` leaves unchanged, so
             add it to the parameters only), and ``info`` a dict with ``energy`` (‖r‖²),
-            ``grad`` (∇‖r‖², flat), ``result`` (a ``lineax.RESULTS``).
+            ``grad`` (∇‖r‖², flat), ``result`` (a ``lineax.RESULTS``), ``model``
+            (``‖r + Jδ‖²``, the Gauss–Newton model's predicted energy).
         """
         x_flat, _ = ravel_parameters(x)
-        delta, energy, grad, result = self._run_step(x_flat, args, damping, diag)
-        return self._unravel(delta), {"energy": energy, "grad": grad, "result": result}
+        delta, energy, grad, result, model = self._run_step(x_flat, args, damping, diag)
+        info = {"energy": energy, "grad": grad, "result": result, "model": model}
+        return self._unravel(delta), info
 
-    def _run_step(self, x_flat, args, damping, diag):
-        damped = not (isinstance(damping, (int, float)) and damping == 0.0)
+    def _run_step(self, x_flat, args, damping, diag, force_damped=False):
+        damped = force_damped or not (isinstance(damping, (int, float)) and damping == 0.0)
         diag = jnp.ones_like(x_flat) if diag is None else jnp.asarray(diag, _F64)
         return self._step_jit(x_flat, args, jnp.asarray(damping, _F64), diag, damped=damped)
 
@@ -651,30 +666,61 @@ class GaussNewton:
         """
         t0 = time.perf_counter()
         x_flat, _ = ravel_parameters(x0)
+        adaptive = isinstance(damping, str)
+        if adaptive and damping != "adaptive":
+            raise ValueError(f"damping must be a number >= 0 or 'adaptive', got {damping!r}.")
+        lam, nu = 0.0, 2.0
+        if adaptive:
+            lam = 1e-3 * float(self._curvature_jit(x_flat, args))
         grad_norms, energies = [], []
         message = f"reached max_steps={max_steps} without meeting the gradient tolerance"
         success = False
         n_steps = 0
         gn0 = None
+        step = self._run_step(x_flat, args, lam if adaptive else damping, None, adaptive)
         while True:
-            delta, energy, grad, result = self._run_step(x_flat, args, damping, None)
+            delta, energy, grad, result, model = step
             energy = float(energy)
             gnorm = float(jnp.linalg.norm(grad))
             grad_norms.append(gnorm)
             energies.append(energy)
             gn0 = gnorm if gn0 is None else gn0
             if verbose:
-                print(f"GN {n_steps:3d}  E={energy:.6e}  |grad|={gnorm:.3e}")
+                lam_s = f"  lambda={lam:.2e}" if adaptive else ""
+                print(f"GN {n_steps:3d}  E={energy:.6e}  |grad|={gnorm:.3e}{lam_s}")
             if gnorm <= atol + rtol * gn0 or energy == 0.0:
                 success, message = True, "gradient tolerance met"
                 break
             if n_steps >= max_steps:
                 break
-            if not bool(jnp.all(jnp.isfinite(delta))):
-                message = f"linear solve failed ({self.route}): {lx.RESULTS[result]}"
-                break
             if not np.isfinite(energy):
                 message = "the residual is not finite"
+                break
+            if adaptive:
+                # Levenberg–Marquardt with Nielsen's damping update on the gain ratio
+                for _ in range(60):
+                    if bool(jnp.all(jnp.isfinite(delta))):
+                        x_new = x_flat + delta
+                        e_new = float(self._energy_jit(x_new, args))
+                        pred = energy - float(model)
+                        rho = (energy - e_new) / pred if pred > 0 else -1.0
+                    else:
+                        rho = -1.0
+                    if rho > 0:
+                        lam *= max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+                        nu = 2.0
+                        break
+                    lam, nu = lam * nu, 2.0 * nu
+                    delta, _, _, result, model = self._run_step(x_flat, args, lam, None, True)
+                else:
+                    message = "Levenberg–Marquardt could not decrease the energy"
+                    break
+                x_flat = x_new
+                n_steps += 1
+                step = self._run_step(x_flat, args, lam, None, True)
+                continue
+            if not bool(jnp.all(jnp.isfinite(delta))):
+                message = f"linear solve failed ({self.route}): {lx.RESULTS[result]}"
                 break
             alpha, slope = 1.0, float(jnp.dot(grad, delta))
             x_new = x_flat + delta
@@ -691,8 +737,11 @@ class GaussNewton:
                 else:
                     message = "line search failed to decrease the energy"
                     break
+            if verbose:
+                print(f"       step length {alpha:.3g}")
             x_flat = x_new
             n_steps += 1
+            step = self._run_step(x_flat, args, damping, None)
         res = GaussNewtonResult(
             x=self._unravel(x_flat),
             energy=energies[-1],

@@ -97,11 +97,25 @@ def _check_pattern_indices(rows: np.ndarray, cols: np.ndarray, shape) -> tuple[i
     return shape
 
 
+def _small(a: np.ndarray) -> np.ndarray:
+    """Index arrays as int32 when they fit: half the constant data in every trace."""
+    a = np.asarray(a)
+    if a.size == 0 or (a.min() >= 0 and a.max() < np.iinfo(np.int32).max):
+        a = a.astype(np.int32)
+    a.setflags(write=False)
+    return a
+
+
+@functools.lru_cache(maxsize=256)
+def _row_major(pattern: SparsityPattern) -> tuple[np.ndarray, np.ndarray]:
+    return _small(pattern.rows), _small(pattern.cols)
+
+
 @functools.lru_cache(maxsize=256)
 def _col_major(pattern: SparsityPattern) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Permutation of pattern entries into column-major order, and the permuted rows/cols."""
     perm = np.lexsort((pattern.rows, pattern.cols))
-    return perm, pattern.rows[perm], pattern.cols[perm]
+    return _small(perm), _small(pattern.rows[perm]), _small(pattern.cols[perm])
 
 
 @functools.lru_cache(maxsize=256)
@@ -134,7 +148,7 @@ def _spgemm_symbolic(a: SparsityPattern, b: SparsityPattern):
     uniq, inv = np.unique(key, return_inverse=True)
     order = np.argsort(inv, kind="stable")
     out = SparsityPattern(uniq // max(n, 1), uniq % max(n, 1), (m, n))
-    return out, a_idx[order], b_idx[order], inv[order].astype(np.int64)
+    return out, _small(a_idx[order]), _small(b_idx[order]), _small(inv[order])
 
 
 @functools.lru_cache(maxsize=256)
@@ -143,13 +157,27 @@ def _union_symbolic(a: SparsityPattern, b: SparsityPattern):
     pa, pb = u.positions(a.rows, a.cols), u.positions(b.rows, b.cols)
     seg = np.concatenate([pa, pb])
     order = np.argsort(seg, kind="stable")
-    return u, order, seg[order]
+    return u, _small(order), _small(seg[order])
 
 
 def _segment_sum(data, segment_ids: np.ndarray, num_segments: int):
     return jax.ops.segment_sum(
         data, segment_ids, num_segments=num_segments, indices_are_sorted=True
     )
+
+
+def _take(values, idx: np.ndarray):
+    """``values[idx]``; on the host when ``values`` is concrete (a constant operand).
+
+    Gathering a constant inside a trace would leave XLA to constant-fold it at compile time
+    (seconds for large patterns); gathering it here bakes the result in as one constant.
+    """
+    if isinstance(values, np.ndarray):
+        return values[idx]
+    if isinstance(values, jax.Array) and not isinstance(values, jax.core.Tracer):
+        if getattr(values, "is_fully_addressable", True):
+            return np.asarray(values)[idx]
+    return values[idx]
 
 
 def _as_array(values):
@@ -334,7 +362,7 @@ class PatternMatrix(eqx.Module):
     def T(self) -> PatternMatrix:
         """The transpose, on the transposed pattern (a gather of the values)."""
         perm, pt = _transpose(self.pattern)
-        return PatternMatrix(self.values[perm], pt)
+        return PatternMatrix(_take(self.values, perm), pt)
 
     # -- conversions --------------------------------------------------------------------
     def todense(self):
@@ -368,7 +396,8 @@ class PatternMatrix(eqx.Module):
                 f"must have shape ({n},) or ({n}, k)."
             )
         v = self.values if x.ndim == 1 else self.values[:, None]
-        return _segment_sum(v * x[self.pattern.cols], self.pattern.rows, m)
+        rows, cols = _row_major(self.pattern)
+        return _segment_sum(v * x[cols], rows, m)
 
     def _rmatmul_dense(self, x):
         x = jnp.asarray(x)
@@ -379,7 +408,7 @@ class PatternMatrix(eqx.Module):
                 f"must have shape ({m},) or (k, {m})."
             )
         perm, r, c = _col_major(self.pattern)
-        v = self.values[perm]
+        v = _take(self.values, perm)
         if x.ndim == 1:
             return _segment_sum(v * x[r], c, n)
         return _segment_sum(v[:, None] * x.T[r], c, n).T
@@ -390,7 +419,8 @@ class PatternMatrix(eqx.Module):
                 f"PatternMatrix product with mismatched shapes {self.shape} @ {other.shape}."
             )
         out, a_idx, b_idx, seg = _spgemm_symbolic(self.pattern, other.pattern)
-        vals = _segment_sum(self.values[a_idx] * other.values[b_idx], seg, out.nnz)
+        prod = _take(self.values, a_idx) * _take(other.values, b_idx)
+        vals = _segment_sum(prod, seg, out.nnz)
         return PatternMatrix(vals, out)
 
     def __matmul__(self, other):

@@ -201,3 +201,31 @@ def test_sparse_direct_solver_symmetric_pytree_and_singular(rng):
         sa.SparseDirectSolver(color_hessian(sa.SparsityPattern.from_scipy(T)))
     with pytest.raises(TypeError, match="SparsityPattern"):
         sa.SparseDirectSolver(A)
+
+
+def test_adaptive_damping_converges(rng):
+    residual, G0, X, _, flat = seed_problem(rng, selection=True, n_y=6, n_b=6)
+    pattern = dense_pattern(flat, G0.values)
+    for route in ("direct", "cg"):
+        res = sa.gauss_newton(
+            residual, G0, X, route=route, damping="adaptive", pattern=pattern, rtol=1e-10
+        )
+        assert res.success, res
+        np.testing.assert_allclose(residual(res.x, X), 0.0, atol=1e-9)
+    with pytest.raises(ValueError, match="'adaptive'"):
+        sa.gauss_newton(residual, G0, X, route="cg", damping="lm")
+
+
+def test_main_example_small():
+    """The README's main example at its --small size reaches the goal by Gauss–Newton."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "examples" / "sparse_operator_fit.py"
+    spec = importlib.util.spec_from_file_location("sparse_operator_fit", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res, lb = mod.main(["--small", "--lbfgs-budget", "1"])
+    assert res.success and res.energy <= 1e-10 * res.energies[0]
+    assert res.grad_norms[-1] <= 1e-8 * res.grad_norms[0]
+    assert lb["iterations"] > 0
