@@ -69,10 +69,6 @@ def _finish(name, obj, dense_err, outside, prod_err, scale, rtol, atol, raise_on
     return res
 
 
-def _probe_vectors(rng, k, size, dtype):
-    return jnp.asarray(rng.standard_normal((k, size)), dtype=dtype)
-
-
 def check_jacobian(
     jac: SparseJacobian,
     *args,
@@ -118,32 +114,71 @@ def check_jacobian(
             f"{type(jac).__name__}."
         )
     m, n = jac.pattern.shape
-    x, g = jac._flat.split(args)
     vals = np.asarray(jac.values(*args))
     sparse = jac.to_scipy(vals, "csr")
     dense_err = outside = None
     scale = float(np.max(np.abs(vals))) if vals.size else 0.0
-    if m * n <= dense_limit:
-        dense = np.asarray(jax.jacfwd(g)(x)).reshape(m, n)
-        mask = jac.pattern.todense()
-        dense_err = float(np.max(np.abs(sparse.toarray() - dense))) if m * n else 0.0
-        outside = float(np.max(np.abs(np.where(mask, 0.0, dense)))) if m * n else 0.0
-        scale = max(scale, float(np.max(np.abs(dense))) if m * n else 0.0)
     rng = np.random.default_rng(seed)
+    vs = rng.standard_normal((n_probes, n))
+    us = rng.standard_normal((n_probes, m))
+    want_dense = m * n <= dense_limit
+
+    def forward(*a):
+        x, g = jac._flat.split(a)
+        jv = jax.vmap(lambda v: jax.jvp(g, (x,), (v.astype(x.dtype),))[1])(jnp.asarray(vs))
+        dense = jax.jacfwd(g)(x) if want_dense else None
+        return jv, dense
+
+    def reverse(*a):
+        x, g = jac._flat.split(a)
+        y, pull = jax.vjp(g, x)
+        return jax.vmap(lambda u: pull(u.astype(y.dtype))[0])(jnp.asarray(us))
+
+    # a function may support only one mode (while_loop: forward; custom_vjp: reverse)
+    jv, dense = _try(lambda: jax.jit(forward)(*args), (None, None))
+    uj = _try(lambda: jax.jit(reverse)(*args), None)
+    if dense is None and want_dense and uj is not None:
+
+        def dense_rev(*a):
+            x, g = jac._flat.split(a)
+            return jax.jacrev(g)(x)
+
+        dense = _try(lambda: jax.jit(dense_rev)(*args), None)
+    if jv is None and uj is None:
+        raise ValueError(
+            f"check_jacobian: neither jax.jvp nor jax.vjp can differentiate the function of "
+            f"{jac!r}, so there is nothing to compare with."
+        )
+    if dense is not None and m * n:
+        dense = np.asarray(dense).reshape(m, n)
+        mask = jac.pattern.todense()
+        dense_err = float(np.max(np.abs(sparse.toarray() - dense)))
+        outside = float(np.max(np.abs(np.where(mask, 0.0, dense))))
+        scale = max(scale, float(np.max(np.abs(dense))))
     prod_err = 0.0
     if n_probes and m and n:
-        vs = _probe_vectors(rng, n_probes, n, x.dtype)
-        jv = np.asarray(jax.vmap(lambda v: jax.jvp(g, (x,), (v,))[1])(vs))
-        y, pull = jax.vjp(g, x)
-        us = _probe_vectors(rng, n_probes, m, y.dtype)
-        uj = np.asarray(jax.vmap(lambda u: pull(u)[0])(us))
-        sjv = (sparse @ np.asarray(vs).T).T
-        suj = (sparse.T @ np.asarray(us).T).T
-        prod_err = float(max(np.max(np.abs(sjv - jv)), np.max(np.abs(suj - uj))))
-        pscale = float(max(np.max(np.abs(jv)), np.max(np.abs(uj))))
-        scale = max(scale, pscale)
+        if jv is not None:
+            jv = np.asarray(jv)
+            prod_err = max(prod_err, float(np.max(np.abs((sparse @ vs.T).T - jv))))
+            scale = max(scale, float(np.max(np.abs(jv))))
+        if uj is not None:
+            uj = np.asarray(uj)
+            prod_err = max(prod_err, float(np.max(np.abs((sparse.T @ us.T).T - uj))))
+            scale = max(scale, float(np.max(np.abs(uj))))
     return _finish("The Jacobian", jac, dense_err, outside, prod_err, scale, rtol, atol,
                    raise_on_error)
+
+
+def _try(thunk, default):
+    """``thunk()``, or ``default`` when JAX cannot differentiate in that mode."""
+    try:
+        return thunk()
+    except (TypeError, ValueError, NotImplementedError) as e:
+        msg = str(e)
+        if any(k in msg for k in ("differentiation", "autodiff", "Transpose rule", "jvp",
+                                  "not implemented")):
+            return default
+        raise
 
 
 def check_hessian(
@@ -186,28 +221,35 @@ def check_hessian(
             f"{type(hess).__name__}."
         )
     n = hess.pattern.shape[0]
-    x, g = hess._flat.split(args)
-
-    def fs(z):
-        return g(z)[0]
-
     vals = np.asarray(hess.values(*args))
     sparse = hess.to_scipy(vals, "csr")
     dense_err = outside = None
     scale = float(np.max(np.abs(vals))) if vals.size else 0.0
-    if n * n <= dense_limit:
-        dense = np.asarray(jax.hessian(fs)(x)).reshape(n, n)
+    vs = np.random.default_rng(seed).standard_normal((n_probes, n))
+    want_dense = n * n <= dense_limit
+
+    def reference(*a):
+        x, g = hess._flat.split(a)
+
+        def fs(z):
+            return g(z)[0]
+
+        hv = jax.vmap(lambda v: jax.jvp(jax.grad(fs), (x,), (v.astype(x.dtype),))[1])(
+            jnp.asarray(vs)
+        )
+        return hv, (jax.hessian(fs)(x) if want_dense else None)
+
+    hv, dense = jax.jit(reference)(*args)
+    if dense is not None and n:
+        dense = np.asarray(dense).reshape(n, n)
         mask = hess.pattern.todense()
-        dense_err = float(np.max(np.abs(sparse.toarray() - dense))) if n else 0.0
-        outside = float(np.max(np.abs(np.where(mask, 0.0, dense)))) if n else 0.0
-        scale = max(scale, float(np.max(np.abs(dense))) if n else 0.0)
+        dense_err = float(np.max(np.abs(sparse.toarray() - dense)))
+        outside = float(np.max(np.abs(np.where(mask, 0.0, dense))))
+        scale = max(scale, float(np.max(np.abs(dense))))
     prod_err = 0.0
     if n_probes and n:
-        rng = np.random.default_rng(seed)
-        vs = _probe_vectors(rng, n_probes, n, x.dtype)
-        hv = np.asarray(jax.vmap(lambda v: jax.jvp(jax.grad(fs), (x,), (v,))[1])(vs))
-        shv = (sparse @ np.asarray(vs).T).T
-        prod_err = float(np.max(np.abs(shv - hv)))
+        hv = np.asarray(hv)
+        prod_err = float(np.max(np.abs((sparse @ vs.T).T - hv)))
         scale = max(scale, float(np.max(np.abs(hv))))
     return _finish("The Hessian", hess, dense_err, outside, prod_err, scale, rtol, atol,
                    raise_on_error)

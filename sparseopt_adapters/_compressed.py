@@ -451,7 +451,30 @@ def sparse_jacobian(
                 f"inputs to {flat.m} outputs, so the Jacobian is {(flat.m, flat.n)}."
             )
         coloring = color_jacobian(pattern, mode=mode, order=order)
+        if mode == "auto":
+            jac = SparseJacobian(flat, coloring, chunk_size)
+            if _traces(jac, example_args):
+                return jac
+            # e.g. while_loop (no reverse mode) or custom_vjp (no forward mode): use the
+            # other direction, if JAX can do it
+            for other in ("forward", "reverse"):
+                alt = SparseJacobian(
+                    flat, color_jacobian(pattern, mode=other, order=order, warn=False),
+                    chunk_size,
+                )
+                if _traces(alt, example_args):
+                    return alt
+            return jac  # let the call raise JAX's own error
     return SparseJacobian(flat, coloring, chunk_size)
+
+
+def _traces(jac: SparseJacobian, example_args) -> bool:
+    """Whether JAX can trace the products of ``jac`` (checked abstractly, no compile)."""
+    try:
+        jax.eval_shape(jac._compressed_impl, jac._static.numpy, *example_args)
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -488,10 +511,10 @@ class SparseHessian:
         self.chunk_size = chunk_size
         self._lower_pos = self.pattern.positions(self.lower_pattern.rows, self.lower_pattern.cols)
         index = _index_data(coloring)
-        index_lower = dict(index)
-        index_lower["gather"] = index["gather"][self._lower_pos]
         self._static = _Static(index)
-        self._static_lower = _Static(index_lower)
+        lower_pos = self._lower_pos.astype(np.int32 if self.pattern.nnz < 2**31 else np.int64)
+        # lower values = a gather of the full values: one compiled HVP batch serves both
+        self._take_lower = jax.jit(lambda v: v[lower_pos])
         self._layout = _ScipyLayout(self.pattern)
         self._layout_lower = _ScipyLayout(self.lower_pattern)
         ind = np.stack([self.pattern.rows, self.pattern.cols], axis=1)
@@ -540,7 +563,7 @@ class SparseHessian:
 
     def lower_values(self, *args) -> jax.Array:
         """The values of the lower triangle in ``lower_pattern`` order (IPOPT's order)."""
-        return self._values_jit(self._static_lower.get(), *args)
+        return self._take_lower(self.values(*args))
 
     def compressed(self, *args) -> jax.Array:
         """The raw Hessian-vector products ``(n_colors, n)``, raveled."""
