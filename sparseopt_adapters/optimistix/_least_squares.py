@@ -13,7 +13,8 @@ logging are optimistix's, unchanged. The routes:
 - ``"lsmr"``: ``lineax.LSMR`` on ``J``.
 - ``"auto"``: ``"direct"`` when coloring pays (``n_colors ≤ max(16, n/8)``) and ``JᵀJ`` stays
   sparse (``n ≤ 2000`` or ``nnz(JᵀJ) ≤ 0.1 n²``), else ``"cg"`` (the rule of
-  [`sparseopt_adapters.GaussNewton`][]).
+  [`sparseopt_adapters.GaussNewton`][]). A Jacobian pattern denser than 25 % (with more than 16
+  columns) goes to ``"cg"`` without being colored.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ._detect import flat_size, fn_pattern, structure_of
 from ._linear import damped_coloring
 
 _ROUTES = ("auto", "direct", "cg", "lsmr")
+_DENSE_FRACTION = 0.25  # "auto" goes matrix-free without coloring above this density
 
 
 class Plan(eqx.Module):
@@ -71,15 +73,20 @@ class _State(eqx.Module):
     plan: Plan = eqx.field(static=True)
 
 
-def choose_route(pattern: SparsityPattern, n_colors: int) -> str:
-    """``"direct"`` when coloring pays and ``JᵀJ`` stays sparse, else ``"cg"``."""
-    n = pattern.shape[1]
-    if n_colors > max(16, n // 8):
-        return "cg"
+def sparse_enough(pattern: SparsityPattern) -> bool:
+    """Whether the direct route can pay before coloring: not dense, and ``JᵀJ`` sparse."""
+    m, n = pattern.shape
+    if n > 16 and pattern.nnz > _DENSE_FRACTION * m * n:
+        return False
     if n <= 2000:
-        return "direct"
+        return True
     A = pattern.to_scipy(format="csr")
-    return "direct" if (A.T @ A).nnz <= 0.1 * n * n else "cg"
+    return (A.T @ A).nnz <= 0.1 * n * n
+
+
+def colors_pay(n: int, n_colors: int) -> bool:
+    """The rule of [`sparseopt_adapters.GaussNewton`][]: ``n_colors ≤ max(16, n/8)``."""
+    return n_colors <= max(16, n // 8)
 
 
 class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
@@ -121,13 +128,15 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
                 "residual flattened in jax.tree.leaves order). Detect it with "
                 "sa.jacobian_sparsity(fn, y0, args), or leave pattern=None."
             )
+        if self.route == "auto" and not sparse_enough(pattern):
+            return Plan("cg", None, None)  # no coloring can pay: skip computing one
         with warnings.catch_warnings():
             if self.route == "auto":  # a dense coloring is what "auto" is there to catch
                 warnings.simplefilter("ignore", DenseColoringWarning)
             coloring = color_jacobian(pattern)
         route = self.route
         if route == "auto":
-            route = choose_route(pattern, coloring.n_colors)
+            route = "direct" if colors_pay(n, coloring.n_colors) else "cg"
         if route != "direct":
             return Plan(route, coloring, None)
         damped = damped_coloring(coloring) if self._damped() else None
