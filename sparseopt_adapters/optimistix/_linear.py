@@ -30,7 +30,11 @@ def damped_coloring(coloring: ColoringResult) -> ColoringResult:
     ``J``: forward colors stay valid (identity rows touch one column each)."""
     aug = stack_identity(coloring.pattern)
     if coloring.mode == "forward":
-        return coloring_from_colors(aug, "forward", coloring.column_colors)
+        colors = np.array(coloring.column_colors)
+        # columns of J that are empty (color -1) now hold one identity entry each, in distinct
+        # rows: one extra color serves them all
+        colors[colors < 0] = coloring.n_forward
+        return coloring_from_colors(aug, "forward", colors)
     return color_jacobian(aug, mode="auto", warn=False)
 
 

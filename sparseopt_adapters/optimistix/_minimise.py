@@ -4,11 +4,12 @@ optimistix has quasi-Newton minimisers (BFGS, DFP, LBFGS) but no exact-Hessian N
 an ``optx.AbstractQuasiNewton`` whose "Hessian update" evaluates the true Hessian from one
 Hessian-vector product per color supplies the second-order model; optimistix's own step,
 line search and termination do the rest. The descent is a *modified* Newton step: it solves
-``(H + τI) d = ∇f`` with the smallest ``τ`` in ``0, β, 4β, 16β, …`` (``β = 10⁻³·max|Hᵢⱼ|``) for
-which ``H + τI`` is positive definite, checked by the pivots of a symmetric sparse LDLᵀ-type
-factorisation (SuperLU in symmetric mode). Near a minimiser ``τ = 0`` (pure Newton, quadratic
-convergence); away from one, or at saddles, the shift makes ``-d`` a descent direction and the
-backtracking line search makes progress.
+``(H + τI) d = ∇f`` with the first shift of the ladder ``0, τ₁, 10τ₁, 100τ₁, …`` for which
+``H + τI`` is positive definite, where ``τ₁ = max(10⁻⁸·max|Hᵢⱼ|, τ_prev/4)`` and ``τ_prev`` is
+the previous step's shift. Definiteness is read off the pivots of a symmetric sparse
+factorisation (SuperLU in symmetric mode, diagonal pivots only). Near a strict minimiser
+``τ = 0`` (pure Newton, quadratic convergence); away from one, or at saddles, the shift makes
+``-d`` a descent direction and the backtracking line search makes progress.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from ._detect import flat_size, fn_pattern, struct_ravel, structure_of
 from ._operator import SparseMatrixOperator
 
 _METHODS = ("auto", "star", "acyclic")
-_MAX_SHIFTS = 60
+_MAX_SHIFTS = 40
+_SHIFT_FLOOR = 1e-8  # smallest shift, relative to max |H_ij|
 
 
 # ---------------------------------------------------------------------------------------
@@ -69,7 +71,7 @@ def host_modified_newton(values, grad, tau_prev, *, pattern: SparsityPattern):
     n = pattern.shape[0]
     H = sp.csr_array((values, (pattern.rows, pattern.cols)), shape=(n, n)).tocsc()
     scale = float(np.max(np.abs(values))) if values.size else 0.0
-    beta = 1e-3 * max(scale, 1e-8)
+    beta = _SHIFT_FLOOR * max(scale, 1e-30)
     eye = sp.identity(n, format="csc")
     tau = 0.0
     for k in range(_MAX_SHIFTS):
@@ -78,8 +80,9 @@ def host_modified_newton(values, grad, tau_prev, *, pattern: SparsityPattern):
             d = lu.solve(grad)
             if np.all(np.isfinite(d)):
                 return d.astype(np.float64), np.float64(tau)
-        # first shift: a quarter of the last one (it was needed one step ago), at least β
-        tau = max(beta, float(tau_prev) / 4.0) if k == 0 else 4.0 * tau
+        # first shift: a quarter of the last one (it was needed one step ago), at least β;
+        # then grow tenfold
+        tau = max(beta, float(tau_prev) / 4.0) if k == 0 else 10.0 * tau
     return np.full(n, np.nan), np.float64(tau)
 
 
