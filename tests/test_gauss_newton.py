@@ -124,13 +124,17 @@ def test_gauss_newton_converges_on_pytree(rng, route):
 
 
 def test_auto_chooses_from_structure(rng):
+    # tiny dense Jacobian: assembling it (n JVPs) is cheap -> direct
     residual, G0, X, _, flat = seed_problem(rng, selection=False)
-    dense = sa.GaussNewton(residual, G0, X, pattern=dense_pattern(flat, G0.values))
-    assert dense.n_colors == dense.n and dense.route == "cg"
-    # a banded residual: 3 colors, direct
+    small = sa.GaussNewton(residual, G0, X)
+    assert small.n_colors == small.n and small.route == "direct", small
+    # large dense Jacobian: four probing JVPs see dense columns -> lsmr, no detection
+    A = rng.standard_normal((700, 400))
+    big = sa.GaussNewton(lambda x: A @ jnp.tanh(x) - 1.0, jnp.zeros(400))
+    assert big.route == "lsmr" and big.pattern is None and big.probe_density > 0.9, big
+    # a banded residual: 3 colors -> direct
     f = lambda x: x[1:] - 0.5 * x[:-1] ** 2 + jnp.roll(x, 1)[1:]  # noqa: E731
-    x = jnp.linspace(0.1, 1.0, 4000)
-    gn = sa.GaussNewton(f, x)  # detection + coloring
+    gn = sa.GaussNewton(f, jnp.linspace(0.1, 1.0, 4000))
     assert gn.route == "direct" and gn.n_colors <= 4, gn
 
 
