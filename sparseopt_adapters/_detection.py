@@ -64,11 +64,17 @@ class Interpreter:
 
     # -- one equation -------------------------------------------------------------------
     def eqn(self, eqn, ins: list[ab.AbstractArray]) -> list[ab.AbstractArray]:
-        from ._rules import RULES
+        from ._rules import RULES, numpy_fold
 
         name = eqn.primitive.name
         if all(a.known for a in ins) and not eqn.effects and name not in NO_FOLD:
-            folded = fold(eqn, [a.value for a in ins])
+            values = [a.value for a in ins]
+            try:
+                folded = numpy_fold(eqn, values)
+            except Exception:
+                folded = None
+            if folded is None:
+                folded = fold(eqn, values)
             if folded is not None:
                 return folded
         rule = RULES.get(name)

@@ -179,6 +179,113 @@ def _to_src(out) -> np.ndarray:
     return np.rint(out).astype(np.int64) - 1
 
 
+# numpy implementations of index-only primitives: applying them to element ids (or folding
+# them on constants) needs no XLA compilation. Anything else runs through JAX itself.
+def _np_pad(x, pv, config):
+    for axis, (lo, hi, interior) in enumerate(config):
+        n = x.shape[axis]
+        new_n = n + max(n - 1, 0) * interior
+        shape = list(x.shape)
+        shape[axis] = new_n
+        y = np.full(shape, pv, dtype=x.dtype)
+        sl = [slice(None)] * x.ndim
+        sl[axis] = slice(None, None, interior + 1)
+        y[tuple(sl)] = x
+        for amount, front in ((lo, True), (hi, False)):
+            if amount > 0:
+                shape = list(y.shape)
+                shape[axis] = amount
+                fill = np.full(shape, pv, dtype=x.dtype)
+                y = np.concatenate([fill, y] if front else [y, fill], axis=axis)
+            elif amount < 0:
+                keep = np.arange(-amount, y.shape[axis]) if front else np.arange(
+                    y.shape[axis] + amount)
+                y = np.take(y, keep, axis=axis)
+        x = y
+    return x
+
+
+def _np_dynamic_slice(x, *starts, slice_sizes):
+    idx = tuple(
+        slice(int(np.clip(s, 0, d - z)), int(np.clip(s, 0, d - z)) + z)
+        for s, d, z in zip(starts, x.shape, slice_sizes, strict=True)
+    )
+    return x[idx]
+
+
+def _np_dynamic_update_slice(x, u, *starts):
+    out = np.array(x, copy=True)
+    idx = tuple(
+        slice(int(np.clip(s, 0, d - z)), int(np.clip(s, 0, d - z)) + z)
+        for s, d, z in zip(starts, x.shape, u.shape, strict=True)
+    )
+    out[idx] = u
+    return out
+
+
+def _np_broadcast_in_dim(x, shape, broadcast_dimensions, **_):
+    expanded = np.reshape(x, [x.shape[broadcast_dimensions.index(d)] if d in
+                              broadcast_dimensions else 1 for d in range(len(shape))])
+    return np.broadcast_to(expanded, shape)
+
+
+NUMPY_IMPL = {
+    "reshape": lambda x, new_sizes, **_: np.reshape(x, new_sizes),
+    "squeeze": lambda x, dimensions, **_: np.squeeze(x, axis=tuple(dimensions)),
+    "expand_dims": lambda x, dimensions, **_: np.expand_dims(x, tuple(dimensions)),
+    "broadcast_in_dim": _np_broadcast_in_dim,
+    "transpose": lambda x, permutation, **_: np.transpose(x, permutation),
+    "rev": lambda x, dimensions, **_: np.flip(x, axis=tuple(dimensions)) if dimensions else x,
+    "slice": lambda x, start_indices, limit_indices, strides=None, **_: x[tuple(
+        slice(a, b, s) for a, b, s in zip(
+            start_indices, limit_indices, strides or (1,) * len(start_indices), strict=True))],
+    "concatenate": lambda *xs, dimension, **_: np.concatenate(xs, axis=dimension),
+    "pad": lambda x, pv, padding_config, **_: _np_pad(x, pv, padding_config),
+    "select_n": lambda p, *cs, **_: np.choose(np.asarray(p).astype(np.int64), cs),
+    "dynamic_slice": lambda x, *st, slice_sizes, **_: _np_dynamic_slice(
+        x, *st, slice_sizes=slice_sizes),
+    "dynamic_update_slice": lambda x, u, *st, **_: _np_dynamic_update_slice(x, u, *st),
+    "copy": lambda x, **_: x,
+    "copy_p": lambda x, **_: x,
+    "iota": lambda *_, dtype, shape, dimension, **__: np.broadcast_to(
+        np.arange(shape[dimension], dtype=dtype).reshape(
+            [-1 if d == dimension else 1 for d in range(len(shape))]), shape),
+}
+# Elementwise folds in numpy (exact for these; integer division and friends stay in JAX).
+NUMPY_FOLD = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "neg": np.negative,
+    "eq": np.equal, "ne": np.not_equal, "lt": np.less, "le": np.less_equal,
+    "gt": np.greater, "ge": np.greater_equal, "and": np.logical_and, "or": np.logical_or,
+    "max": np.maximum, "min": np.minimum, "abs": np.abs,
+}
+
+
+def numpy_fold(eqn, values):
+    """Fold an equation on constants with numpy when that is exact; else ``None``."""
+    name = eqn.primitive.name
+    out_aval = eqn.outvars[0].aval if len(eqn.outvars) == 1 else None
+    if out_aval is None:
+        return None
+    try:
+        dtype = np.dtype(out_aval.dtype)
+    except TypeError:
+        return None
+    if name in NUMPY_IMPL:
+        out = NUMPY_IMPL[name](*[np.asarray(v) for v in values], **eqn.params)
+    elif name in NUMPY_FOLD:
+        if name in ("and", "or") and dtype != np.bool_:
+            return None
+        out = NUMPY_FOLD[name](*[np.asarray(v) for v in values])
+    elif name == "convert_element_type" and np.issubdtype(dtype, np.floating):
+        out = np.asarray(values[0])
+    else:
+        return None
+    out = np.asarray(out).astype(dtype, copy=False)
+    if out.shape != tuple(out_aval.shape):
+        return None
+    return [ab.known(out)]
+
+
 def _movement(data_pos):
     """Rule for a primitive whose outputs copy elements of its ``data_pos`` operands."""
 
@@ -193,7 +300,10 @@ def _movement(data_pos):
         for i, x in zip(pos, ids, strict=True):
             args[i] = x
         try:
-            outs = bind_eqn(eqn, *args)
+            if eqn.primitive.name in NUMPY_IMPL:
+                outs = [NUMPY_IMPL[eqn.primitive.name](*args, **eqn.params)]
+            else:
+                outs = bind_eqn(eqn, *args)
         except Exception:
             return None
         return [_gathered(eqn, data, _to_src(o), k) for k, o in enumerate(outs)]
@@ -210,7 +320,7 @@ FIRST = [0]
 for _names, _pos in [
     ("reshape squeeze expand_dims broadcast_in_dim transpose rev slice dynamic_slice", FIRST),
     ("gather split", FIRST),
-    ("concatenate pad sharding_constraint optimization_barrier", ALL),
+    ("concatenate pad sharding_constraint optimization_barrier stack", ALL),
     ("dynamic_update_slice", [0, 1]),
 ]:
     for _n in _names.split():
@@ -763,15 +873,38 @@ def _scan(interp, eqn, ins):
     step = lambda cs: interp.run_closed(body, list(consts) + cs + x_any)[:ncar]  # noqa: E731
     carry = _fixed_point(interp, step, carry)
     outs = interp.run_closed(body, list(consts) + carry + x_any)
-    ys = [_stack_leading([y] * length, interp.n_cols) for y in outs[ncar:]]
+    ys = [_repeat_leading(y, length) for y in outs[ncar:]]
     return carry + ys
 
 
+def _repeat_leading(y: ab.AbstractArray, length: int) -> ab.AbstractArray:
+    shape = (length,) + y.shape
+    if y.known:
+        return ab.known(np.broadcast_to(y.value, shape))
+    idx = np.tile(np.arange(y.size, dtype=np.int64), length)
+    deps = y.deps[idx] if y.deps is not None else None
+    return ab.AbstractArray(shape, y.dtype, y.nz[idx], deps, None)
+
+
 def _join_all_slices(x: ab.AbstractArray) -> ab.AbstractArray:
-    out = _slice_leading(x, 0)
-    for i in range(1, x.shape[0]):
-        out = _join_abstract(out, _slice_leading(x, i))
-    return out
+    """One abstract slice standing for every ``x[i]`` (union over the leading axis)."""
+    length = x.shape[0]
+    inner = x.size // max(length, 1)
+    shape = x.shape[1:]
+    if x.known:
+        v = np.asarray(x.value)
+        if length and (v == v[:1]).all():
+            return ab.known(v[0])
+        return ab.AbstractArray(shape, x.dtype, v.reshape(length, -1).any(axis=0) if length
+                                else np.zeros(inner, bool))
+    nz = x.nz.reshape(length, inner).any(axis=0)
+    deps = None
+    if x.deps is not None:
+        rel = ab.relation(np.tile(np.arange(inner), length), np.arange(x.size), inner, x.size)
+        deps = ab.apply_relation(rel, x.deps)
+    return ab.from_deps(shape, x.dtype, deps, nz) if x.differentiable else (
+        ab.AbstractArray(shape, x.dtype, np.ones(inner, bool))
+    )
 
 
 @rule("custom_linear_solve")

@@ -382,3 +382,28 @@ hess("two_args_hessian", (jnp.ones(3), jnp.asarray(rng.normal(size=3))), argnums
 hess("scan_energy", x7)(
     lambda x: lax.scan(lambda c, xi: (c + xi**2 * c, None), 1.0, x[:3])[0] + jnp.sum(x[3:] ** 3)
 )
+
+# -- additional families --------------------------------------------------------------------
+jac("lu_factor", (jnp.asarray(rng.normal(size=3)),), exact=False, why="dense per matrix")(
+    lambda x: jax.scipy.linalg.lu_factor(_M[:3, :3] + jnp.diag(x))[0].reshape(-1)
+)
+jac("det", (jnp.asarray(rng.normal(size=3)),))(lambda x: jnp.linalg.det(_M[:3, :3] + jnp.diag(x)))
+jac("scan_long_fixed_point", (jnp.asarray(rng.normal(size=6)),), exact=False,
+    why="beyond the unroll budget: one abstract iteration stands for all")(
+    lambda x: lax.scan(lambda c, xi: (c * 0.999 + xi[0] * 1e-3, c), 0.0,
+                       jnp.tile(x[:2], (150_000, 1)))[1][-3:]
+)
+jac("while_widening", (jnp.asarray(rng.normal(size=80)),), exact=False,
+    why="unknown trip count and a long dependency chain: widened after 64 rounds")(
+    lambda x: lax.while_loop(
+        lambda c: c[0] < 6.0, lambda c: c.at[1:].add(0.1 * c[:-1]).at[0].add(1.0), x
+    )
+)
+_Sr = sparse.BCSR.fromdense(_A)
+jac("bcsr_matvec_const", x5)(lambda x: _Sr @ x)
+jac("vmap_rows", (jnp.asarray(rng.normal(size=(3, 4))),))(
+    lambda x: jax.vmap(lambda r: r[1:] * r[:-1])(x).reshape(-1)
+)
+jac("grad_inside", x5)(lambda x: jax.grad(lambda y: jnp.sum(y[1:] ** 2 * y[:-1]))(x))
+hess("tuple_argnums_block", (jnp.asarray(rng.normal(size=3)), jnp.asarray(rng.normal(size=2))),
+     argnums=0)(lambda a, b: jnp.sum(a[:2] * b) ** 2 + a[2])
