@@ -52,6 +52,8 @@ import scipy.optimize as so  # noqa: E402
 import sparseopt_adapters  # noqa: E402, F401  (float64)
 from sparseopt_adapters import ipopt  # noqa: E402
 
+from _report import add_json_argument, table, write_json  # noqa: E402  isort: skip
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 COMMON = {"tol": 1e-8, "mu_strategy": "monotone", "linear_solver": "mumps", "max_iter": 3000}
 TMP = pathlib.Path(tempfile.mkdtemp(prefix="bench_ipopt_"))
@@ -381,6 +383,7 @@ def main(argv=None):
     ap.add_argument("--no-lbfgs", action="store_true")
     ap.add_argument("--no-diagnostic", action="store_true",
                     help="skip the ours@caslib row (our callbacks on CasADi's libipopt)")
+    add_json_argument(ap)
     a = ap.parse_args(argv)
 
     if a.quick:
@@ -398,6 +401,12 @@ def main(argv=None):
     print(f"# IPOPT options for all: {COMMON}; solve = median of {a.reps} after a warm-up")
     print(HEADER)
     skipped = []
+    peers = {"casadi": f"casadi {casadi.__version__} (IPOPT 3.14.19)",
+             "ours": f"cyipopt {cyipopt.__version__} (IPOPT 3.14.11)",
+             "ours@caslib": f"casadi {casadi.__version__}'s libipopt (IPOPT 3.14.19)",
+             "dense-jax": f"jax {jax.__version__}, cyipopt {cyipopt.__version__}",
+             "ours-lbfgs": f"cyipopt {cyipopt.__version__} (IPOPT 3.14.11)"}
+    json_rows = []
     for p in problems:
         ref = run_casadi(p, a.reps)
         rows = [ref, run_ours(p, a.reps)]
@@ -414,6 +423,11 @@ def main(argv=None):
             rows.append(run_ours(p, lbfgs=True, **(dict(reps=1, warmup=False) if big else slow)))
         for r in rows:
             print(fmt_row(p, r, ref), flush=True)
+            fe, ov = r["ipopt"]["functions"], r["ipopt"]["overall"]
+            json_rows.append((p["name"], p["size"], r["solver"], peers[r["solver"]],
+                              int(r["iters"]), str(_STATUS.get(r["status"], r["status"])),
+                              r["setup"], r["wall"], r["cpu"], r["wall"] / ref["wall"],
+                              r["cpu"] / ref["cpu"], fe, ov - fe, r["callbacks"]))
     for s in skipped:
         print("# " + s)
     print("# status: IPOPT's return status (0 = solved). wall s / cpu s: one solve (process CPU "
@@ -423,6 +437,15 @@ def main(argv=None):
           "line search, ...). our cb: wall seconds inside our Python callbacks.")
     if a.quick:
         print("# --quick: dense-jax and ours-lbfgs are single runs without warm-up.")
+    write_json(a.json, "ipopt", [table(
+        f"IPOPT end to end (options {COMMON}; solve = median of {a.reps} after a warm-up)",
+        ("problem", "size", "solver", "peer", "iters", "status", "setup [s]", "wall [s]",
+         "cpu [s]", "wall / casadi", "cpu / casadi", "f-eval cpu [s]", "ipopt cpu [s]",
+         "our callbacks [s]"), json_rows,
+        notes=skipped + (["--quick: dense-jax and ours-lbfgs are single runs without warm-up"]
+                         if a.quick else []))],
+        versions={"jax": jax.__version__, "casadi": casadi.__version__,
+                  "cyipopt": cyipopt.__version__})
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ import sparseopt_adapters as sa  # noqa: E402
 from sparseopt_adapters import scipy as sa_scipy  # noqa: E402
 from sparseopt_adapters._compressed import sparse_jacobian  # noqa: E402
 
+from _report import add_json_argument, table, write_json  # noqa: E402  isort: skip
+
 
 # ---------------------------------------------------------------------------------------
 # problems
@@ -185,6 +187,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (< 2 min)")
     ap.add_argument("--repeat", type=int, default=None, help="timed solves per variant")
+    add_json_argument(ap)
     a = ap.parse_args(argv)
     repeat = a.repeat or (1 if a.quick else 3)
     tc_sizes = (10, 16) if a.quick else (16, 32)
@@ -203,6 +206,14 @@ def main(argv=None):
         rows += r
     print()
     print_table(rows)
+    peer = f"scipy {__import__('scipy').__version__}"
+    write_json(a.json, "scipy", [table(
+        f"scipy.optimize: ours vs scipy's own derivative options (median of {repeat} after a "
+        "warm-up)",
+        ("problem", "variant", "peer", "iters", "f evals", "grad / J evals", "Hess evals",
+         "status", "final f / cost", "wall [s]"),
+        [(r[0], r[1], peer, *r[2:]) for r in rows])],
+        versions={"jax": jax.__version__, "scipy": peer.split()[1]})
 
 
 if __name__ == "__main__":
