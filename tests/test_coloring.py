@@ -280,8 +280,13 @@ def test_banded_hessian_acyclic_beats_star():
     assert auto.mode == "acyclic" and auto.n_colors == acyc.n_colors
 
 
-def test_auto_hessian_prefers_star_when_acyclic_saves_nothing():
+def test_auto_hessian_prefers_star_when_acyclic_saves_little():
     p = arrow(30, 30, row=29, col=29)
+    assert sa.color_hessian(p).mode == "star"
+    # tridiagonal: acyclic 2 colors, star 3 -- one color does not pay for the substitution
+    p = banded(50, 50, 1, 1)
+    assert sa.color_hessian(p, method="acyclic").n_colors == 2
+    assert sa.color_hessian(p, method="star").n_colors == 3
     assert sa.color_hessian(p).mode == "star"
 
 
