@@ -69,8 +69,23 @@ def test_failing_and_hanging_scripts_are_reported(run, tmp_path):
     assert r_hang.timed_out and "TIMED OUT" in r_hang.status
     r_fail.tables = run.collect_tables(r_fail)
     assert r_fail.tables[0]["rows"] == [["1", "jax " + run.VERSIONS["jax"], "2"]]
-    run.write_markdown([r_fail, r_hang], "quick", __import__("datetime").datetime.now(), 2.0,
-                       tmp_path)
+    meta = {"started": "now", "machine": "test", "python": "3", "versions": run.VERSIONS,
+            "load_before": 0.0, "load_after": 0.0, "total": 2.0}
+    run.write_markdown([r_fail, r_hang], "quick", meta, tmp_path)
     md = (tmp_path / "README.md").read_text()
     assert "**FAILED** (exit 1)" in md and "**TIMED OUT**" in md
     assert "boom: something broke" in md  # the end of its error output is shown
+
+
+def test_render_redoes_the_report_from_the_raw_output(run, tmp_path):
+    r = run.Run("seed", ["python", "x.py"], rc=0, wall=1.0, stdout="hello\n", data={
+        "problem": "toy", "versions": {"jax": "1", "scipy": "2"},
+        "gauss_newton": {"t": [0.1, 0.2], "energy": [1.0, 1e-20], "setup_s": 1.0},
+        "lbfgs": {"t": [0.1, 0.3], "energy": [1.0, 0.5], "converged": False}})
+    meta = {"started": "now", "machine": "test", "python": "3", "versions": run.VERSIONS,
+            "load_before": 0.0, "load_after": 0.0, "total": 1.0}
+    run.save_raw(tmp_path / "runs.json", [r], meta)
+    assert run.main(["--quick", "--render", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "README.md").read_text()
+    assert "| sa.GaussNewton (sparse Jacobian, route auto) | jax 1 | 1 | 0.2 | 1.00e-20 |" in md
+    assert (tmp_path / "seed_energy.png").stat().st_size > 1000
