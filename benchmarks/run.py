@@ -66,6 +66,7 @@ class Run:
     cmd: list
     rc: int | None = None
     wall: float = 0.0
+    cpu: float = 0.0  # the script's CPU seconds (user + system): ~ its wall time on an idle core
     timed_out: bool = False
     stdout: str = ""
     stderr: str = ""
@@ -103,6 +104,15 @@ def discover(only=None):
     return found
 
 
+def _children_cpu() -> float:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return float("nan")
+    u = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return u.ru_utime + u.ru_stime
+
+
 def run_script(name, script, mode, workdir, timeout):
     """Run one script in its own process group; never raises for the script's failure."""
     json_path = workdir / f"{name}.json"
@@ -119,6 +129,7 @@ def run_script(name, script, mode, workdir, timeout):
     r = Run(name, ["python", os.path.relpath(script, ROOT), *cmd[2:]])
     r.cmd = [c.replace(str(workdir), "<results>") for c in r.cmd]
     t = time.perf_counter()
+    cpu0 = _children_cpu()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=err, text=True,
                                 start_new_session=True)
@@ -129,6 +140,7 @@ def run_script(name, script, mode, workdir, timeout):
             os.killpg(proc.pid, signal.SIGKILL)  # the script's own process group only
             r.rc = proc.wait()
         r.wall = time.perf_counter() - t
+        r.cpu = _children_cpu() - cpu0
         out.seek(0)
         err.seek(0)
         r.stdout, r.stderr = out.read(), err.read()
@@ -478,12 +490,17 @@ def write_markdown(runs, mode, meta, out, img_prefix=""):
         "",
         "## Summary",
         "",
-        "| benchmark | command | status | wall [s] | tables | plots |",
-        "|---|---|---|---|---|---|",
+        "| benchmark | command | status | wall [s] | cpu [s] | tables | plots |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(f"| [{r.name}](#{r.name}) | `{' '.join(r.cmd)}` | "
-                     f"{r.status} | {r.wall:.0f} | {len(r.tables)} | {len(r.plots)} |")
+                     f"{r.status} | {r.wall:.0f} | {r.cpu:.0f} | {len(r.tables)} | "
+                     f"{len(r.plots)} |")
+    wall, cpu = sum(r.wall for r in runs), sum(r.cpu for r in runs)
+    lines += ["", f"Total: {wall:.0f} s wall, {cpu:.0f} s CPU (user + system of each script: "
+              "roughly its wall time on an otherwise idle "
+              "machine, more where JAX uses both cores)."]
     failed = [r for r in runs if not r.ok or r.problems]
     if failed:
         lines += ["", "Failures and problems (the full output is under each benchmark):", ""]
@@ -547,7 +564,7 @@ def process(r: Run, out) -> Run:
     return r
 
 
-RAW = ("name", "cmd", "rc", "wall", "timed_out", "stdout", "stderr", "data", "problems")
+RAW = ("name", "cmd", "rc", "wall", "cpu", "timed_out", "stdout", "stderr", "data", "problems")
 
 
 def _load_avg() -> float:
@@ -603,7 +620,8 @@ def main(argv=None):
                 runs.append(r)
                 meta.update(total=time.perf_counter() - t0, load_after=_load_avg())
                 save_raw(raw, runs, meta)  # kept as it goes: --render can redo the rest
-                print(f"[run.py] {name}: {r.status.replace('*', '')} in {r.wall:.0f} s"
+                print(f"[run.py] {name}: {r.status.replace('*', '')} in {r.wall:.0f} s "
+                      f"({r.cpu:.0f} s CPU)"
                       + (f" ({'; '.join(r.problems)})" if r.problems else ""), flush=True)
                 if not r.ok:
                     print(_tail(r.stderr or r.stdout, 10), flush=True)
