@@ -32,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError
@@ -278,11 +279,12 @@ def grouped_bars(path, groups, series, values, title, ylabel, log=True):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     colors = {s: plt.get_cmap("tab10" if len(series) <= 10 else "tab20")(k)
               for k, s in enumerate(series)}
     widest = max(sum((g, s) in values for s in series) for g in groups)
-    fig, ax = plt.subplots(figsize=(min(12.0, 3.0 + 0.35 * widest * len(groups)), 3.4))
+    fig, ax = plt.subplots(figsize=(min(12.0, max(7.0, 3.0 + 0.35 * widest * len(groups))), 3.4))
     width = 0.8 / max(1, widest)
     labelled = set()
     for i, g in enumerate(groups):
@@ -293,9 +295,12 @@ def grouped_bars(path, groups, series, values, title, ylabel, log=True):
                    label=None if s in labelled else s)
             labelled.add(s)
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, fontsize=8, rotation=10 if len(groups) > 4 else 0)
+    ax.set_xticklabels([textwrap.fill(g, 22) for g in groups], fontsize=8)
     if log:
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
