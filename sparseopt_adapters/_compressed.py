@@ -169,8 +169,13 @@ class _Flat:
         return x_flat, g
 
 
-def _map_seeds(fun, seeds, chunk_size):
-    """``vmap(fun)(seeds)``, or ``lax.map`` over chunks of ``chunk_size`` seeds."""
+def _map_seeds(fun, seeds, chunk_size, mesh=None):
+    """``vmap(fun)(seeds)``, or ``lax.map`` over chunks of ``chunk_size`` seeds; with a
+    ``mesh``, the seeds are split over its devices (see `_sharding.map_seeds_sharded`)."""
+    if mesh is not None:
+        from ._sharding import map_seeds_sharded
+
+        return map_seeds_sharded(fun, seeds, chunk_size, mesh)
     c = seeds.shape[0]
     if chunk_size is None or chunk_size >= c:
         return jax.vmap(fun)(seeds)
@@ -198,6 +203,14 @@ def _const_seeds(coloring: ColoringResult):
 def _seeds(colors, k, dtype):
     """``(k, len(colors))`` 0/1 seeds; color ``-1`` is in no seed."""
     return (jnp.arange(k, dtype=colors.dtype)[:, None] == colors[None, :]).astype(dtype)
+
+
+def _check_mesh(mesh, caller):
+    if mesh is None:
+        return None
+    from ._sharding import check_mesh
+
+    return check_mesh(mesh, caller)
 
 
 def _check_chunk(chunk_size, caller):
@@ -288,9 +301,10 @@ class SparseJacobian:
         mode: ``"forward"``, ``"reverse"`` or ``"bidirectional"``.
         n_colors: products per call (``jvp_count + vjp_count``).
         chunk_size: products per batch (``None``: all in one batch).
+        mesh: the `jax.sharding.Mesh` the products are split over (``None``: one device).
     """
 
-    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None):
+    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None, mesh=None):
         m, n = coloring.pattern.shape
         if (m, n) != (flat.m, flat.n):
             raise ValueError(
@@ -305,6 +319,7 @@ class SparseJacobian:
         self.coloring = coloring
         self.pattern = coloring.pattern
         self.chunk_size = chunk_size
+        self.mesh = mesh
         self._static = _Static(_index_data(coloring))
         self._const_seeds = _const_seeds(coloring)
         self._layout = _ScipyLayout(self.pattern)
@@ -346,13 +361,14 @@ class SparseJacobian:
         if c.n_forward:
             seeds = (jnp.asarray(self._const_seeds[0], x.dtype) if self._const_seeds
                      else _seeds(index["col_colors"], c.n_forward, x.dtype))
-            fwd = _map_seeds(lambda s: jax.jvp(g, (x,), (s,))[1], seeds, self.chunk_size)
+            fwd = _map_seeds(lambda s: jax.jvp(g, (x,), (s,))[1], seeds, self.chunk_size,
+                             self.mesh)
             parts.append(fwd.reshape(-1))
         if c.n_reverse:
             y, pull = jax.vjp(g, x)
             seeds = (jnp.asarray(self._const_seeds[1], y.dtype) if self._const_seeds
                      else _seeds(index["row_colors"], c.n_reverse, y.dtype))
-            rev = _map_seeds(lambda s: pull(s)[0], seeds, self.chunk_size)
+            rev = _map_seeds(lambda s: pull(s)[0], seeds, self.chunk_size, self.mesh)
             parts.append(rev.reshape(-1))
         if not parts:
             return jnp.zeros((0,), self._flat.out_dtype)
@@ -429,6 +445,7 @@ def sparse_jacobian(
     pattern: SparsityPattern | None = None,
     chunk_size: int | None = None,
     coloring: ColoringResult | None = None,
+    mesh=None,
 ) -> SparseJacobian:
     """A sparse Jacobian of ``f``: detection and coloring once, then cheap jit-able calls.
 
@@ -448,6 +465,8 @@ def sparse_jacobian(
             batch.
         coloring: a precomputed [`ColoringResult`][] (e.g. loaded from disk); overrides
             ``pattern``, ``mode`` and ``order``.
+        mesh: a `jax.sharding.Mesh` (or a list of devices) to split the products over,
+            same values in the same order (see ``docs/sharding.md``); ``None`` = one device.
 
     Returns:
         A [`SparseJacobian`][]: ``jac(*args)`` is a BCOO matrix, ``jac.values(*args)`` the
@@ -466,6 +485,7 @@ def sparse_jacobian(
     """
     flat = _Flat(f, example_args, argnums, "sparse_jacobian")
     chunk_size = _check_chunk(chunk_size, "sparse_jacobian")
+    mesh = _check_mesh(mesh, "sparse_jacobian")
     if coloring is None:
         if pattern is None:
             pattern = _lazy_detection("jacobian_sparsity")(f, *example_args, argnums=argnums)
@@ -481,7 +501,7 @@ def sparse_jacobian(
             )
         coloring = color_jacobian(pattern, mode=mode, order=order)
         if mode == "auto":
-            jac = SparseJacobian(flat, coloring, chunk_size)
+            jac = SparseJacobian(flat, coloring, chunk_size, mesh)
             if _traces(jac, example_args):
                 return jac
             # e.g. while_loop (no reverse mode) or custom_vjp (no forward mode): use the
@@ -489,12 +509,12 @@ def sparse_jacobian(
             for other in ("forward", "reverse"):
                 alt = SparseJacobian(
                     flat, color_jacobian(pattern, mode=other, order=order, warn=False),
-                    chunk_size,
+                    chunk_size, mesh,
                 )
                 if _traces(alt, example_args):
                     return alt
             return jac  # let the call raise JAX's own error
-    return SparseJacobian(flat, coloring, chunk_size)
+    return SparseJacobian(flat, coloring, chunk_size, mesh)
 
 
 def _traces(jac: SparseJacobian, example_args) -> bool:
@@ -517,9 +537,10 @@ class SparseHessian:
         lower_pattern: ``pattern.lower()`` (the order of `lower_values`, as IPOPT wants).
         coloring: the [`ColoringResult`][] (``"star"`` or ``"acyclic"``).
         n_colors: Hessian-vector products per call.
+        mesh: the `jax.sharding.Mesh` the products are split over (``None``: one device).
     """
 
-    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None):
+    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None, mesh=None):
         if flat.m != 1:
             raise ValueError(
                 f"sparse_hessian needs a scalar-valued f, but f returns {flat.m} values. For "
@@ -537,6 +558,7 @@ class SparseHessian:
         self.pattern = coloring.pattern
         self.lower_pattern = self.pattern.lower()
         self.chunk_size = chunk_size
+        self.mesh = mesh
         self._lower_pos = self.pattern.positions(self.lower_pattern.rows, self.lower_pattern.cols)
         index = _index_data(coloring)
         self._static = _Static(index)
@@ -578,7 +600,8 @@ class SparseHessian:
         seeds = (jnp.asarray(self._const_seeds[0], x.dtype) if self._const_seeds
                  else _seeds(index["col_colors"], k, x.dtype))
         # forward-over-reverse: linearize the gradient once, push every seed through it
-        out = _map_seeds(lambda s: jax.jvp(grad, (x,), (s,))[1], seeds, self.chunk_size)
+        out = _map_seeds(lambda s: jax.jvp(grad, (x,), (s,))[1], seeds, self.chunk_size,
+                         self.mesh)
         return out.reshape(-1)
 
     def _values_impl(self, index, *args):
@@ -645,6 +668,7 @@ def sparse_hessian(
     pattern: SparsityPattern | None = None,
     chunk_size: int | None = None,
     coloring: ColoringResult | None = None,
+    mesh=None,
 ) -> SparseHessian:
     """A sparse Hessian of a scalar ``f`` from colored Hessian-vector products.
 
@@ -661,6 +685,8 @@ def sparse_hessian(
             detected with `hessian_sparsity` when ``None``.
         chunk_size: at most this many HVPs per batch.
         coloring: a precomputed [`ColoringResult`][]; overrides ``pattern``/``method``.
+        mesh: a `jax.sharding.Mesh` (or a list of devices) to split the HVPs over, same
+            values in the same order (see ``docs/sharding.md``); ``None`` = one device.
 
     Returns:
         A [`SparseHessian`][].
@@ -679,6 +705,7 @@ def sparse_hessian(
     """
     flat = _Flat(f, example_args, argnums, "sparse_hessian")
     chunk_size = _check_chunk(chunk_size, "sparse_hessian")
+    mesh = _check_mesh(mesh, "sparse_hessian")
     if flat.m != 1:
         raise ValueError(
             f"sparse_hessian needs a scalar-valued f, but f returns {flat.m} values. For a "
@@ -696,7 +723,7 @@ def sparse_hessian(
                 f"sparse_hessian: pattern has shape {pattern.shape}, but f has {flat.n} inputs."
             )
         coloring = color_hessian(pattern, method=method, order=order)
-    return SparseHessian(flat, coloring, chunk_size)
+    return SparseHessian(flat, coloring, chunk_size, mesh)
 
 
 # ---------------------------------------------------------------------------------------
@@ -755,6 +782,7 @@ def sparse_lagrangian_hessian(
     order="best",
     pattern: SparsityPattern | None = None,
     chunk_size: int | None = None,
+    mesh=None,
 ) -> SparseLagrangianHessian:
     """The Hessian of the Lagrangian ``σ f(x) + λᵀ c(x)`` with ``σ``, ``λ`` given per call.
 
@@ -762,7 +790,7 @@ def sparse_lagrangian_hessian(
         f: objective ``f(x, *args) -> scalar``.
         c: constraints ``c(x, *args) -> array`` (any shape, raveled), or ``None``.
         *example_args: ``(x0, *args)``; ``x0`` is the variable (a pytree is raveled).
-        method, order, chunk_size: as in [`sparse_hessian`][].
+        method, order, chunk_size, mesh: as in [`sparse_hessian`][].
         pattern: the union Hessian pattern; detected when ``None`` (the union of the
             patterns of ``f`` and of ``sum(c)``).
 
@@ -812,6 +840,6 @@ def sparse_lagrangian_hessian(
     sigma0 = jax.ShapeDtypeStruct((), x_dtype)
     hess = sparse_hessian(
         lagrangian, x0, sigma0, lam0, *rest, argnums=0, method=method, order=order,
-        pattern=pattern, chunk_size=chunk_size,
+        pattern=pattern, chunk_size=chunk_size, mesh=mesh,
     )
     return SparseLagrangianHessian(hess, m)
