@@ -21,7 +21,7 @@ solve; "median" = median of the warm calls)
 
 Run::
 
-    python benchmarks/bench_optimistix.py            # N = 50, 100, 300; seed p = 100, 400, 4000
+    python benchmarks/bench_optimistix.py            # N = 50, 100, 300; seed p = 100, 400, 1000
     python benchmarks/bench_optimistix.py --quick    # N = 50, 100; seed p = 100 (< 2 min)
 """
 
@@ -148,14 +148,14 @@ ROWS = []
 def record(problem, n, kind, name, fn, solver, y0, args, repeats, skip=None):
     if skip:
         ROWS.append((problem, n, name, None, None, None, "skipped: " + skip))
-        print(f"  {name:34s} skipped: {skip}", flush=True)
+        print(f"  {name:36s} skipped: {skip}", flush=True)
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = run(kind, fn, solver, y0, args, repeats)
     note = quality(kind, fn, r["value"], args) + ("" if r["ok"] else "  FAILED")
     ROWS.append((problem, n, name, r["steps"], r["first"], r["median"], note))
-    print(f"  {name:34s} steps {r['steps']:5d}  first {r['first']:7.2f}s  median "
+    print(f"  {name:36s} steps {r['steps']:5d}  first {r['first']:7.2f}s  median "
           f"{r['median']:8.3f}s  {note}", flush=True)
     return r
 
@@ -189,7 +189,8 @@ def bench_bratu(N, repeats, quick):
            0 if n > 2500 else repeats, skip=dense_skip)
     record(problem, n, "root", "optx.GaussNewton + LSMR", F, lsmr(GN), u0, None, repeats)
     record(problem, n, "root", "optx.GaussNewton + Normal(CG)", F, normal_cg(GN), u0, None,
-           repeats, skip=None if N <= 50 else "fails at N = 50 (CG on JᵀJ stalls)")
+           repeats, skip="--quick" if quick else (
+               None if N <= 50 else "fails at N = 50 (CG on JᵀJ stalls)"))
     record(problem, n, "root", "optx.GaussNewton + SparseDirect()", F,
            GN(TOL, TOL, linear_solver=sa_optx.SparseDirect()), u0, None, repeats)
     # minimisation of the energy
@@ -197,7 +198,7 @@ def bench_bratu(N, repeats, quick):
            None, repeats)
     record(problem, n, "min", "optx.BFGS (minimise)", energy, optx.BFGS(TOL, TOL), u0, None,
            repeats, skip=(f"dense n×n inverse Hessian ({n * n * 8 / 1e9:.1f} GB)"
-                          if n > BFGS_MAX_N else None))
+                          if n > BFGS_MAX_N else "--quick" if quick else None))
     record(problem, n, "min", "optx.LBFGS (minimise)", energy, optx.LBFGS(TOL, TOL), u0, None,
            repeats)
 
@@ -218,7 +219,7 @@ def bench_seed(p, repeats, quick):
     record(problem, n, "lsq", "optx.LevenbergMarquardt + LSMR", residual, lsmr(LM), G0, X,
            repeats)
     record(problem, n, "lsq", "optx.LevenbergMarquardt + Normal(CG)", residual, normal_cg(LM),
-           G0, X, repeats)
+           G0, X, repeats, skip="--quick" if quick else None)
     energy = lambda G, X: sum(jnp.sum(r**2) for r in residual(G, X))  # noqa: E731
     record(problem, n, "min", "ours Newton (minimise)", energy, sa_optx.Newton(TOL, TOL), G0,
            X, repeats)
@@ -228,27 +229,34 @@ def bench_seed(p, repeats, quick):
 
 def print_table():
     print()
-    head = (f"| {'problem':14s} | {'n':>6s} | {'solver':34s} | {'steps':>5s} | {'first s':>8s} "
+    head = (f"| {'problem':14s} | {'n':>6s} | {'solver':36s} | {'steps':>5s} | {'first s':>8s} "
             f"| {'median s':>9s} | note")
     print(head)
     print("|" + "|".join("-" * (len(c) + 0) for c in head.split("|")[1:-1]) + "|------")
     for problem, n, name, steps, first, median, note in ROWS:
         if steps is None:
-            print(f"| {problem:14s} | {n:6d} | {name:34s} | {'':>5s} | {'':>8s} | {'':>9s} "
+            print(f"| {problem:14s} | {n:6d} | {name:36s} | {'':>5s} | {'':>8s} | {'':>9s} "
                   f"| {note}")
         else:
-            print(f"| {problem:14s} | {n:6d} | {name:34s} | {steps:5d} | {first:8.2f} | "
-                  f"{median:9.3f} | {note}")
+            med = "one run" if np.isnan(median) else f"{median:9.3f}"
+            print(f"| {problem:14s} | {n:6d} | {name:36s} | {steps:5d} | {first:8.2f} | "
+                  f"{med:>9s} | {note}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="N = 50, 100; seed p = 100")
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--repeats", type=int, default=None, help="warm runs per solver")
+    parser.add_argument("--bratu", default=None, help="comma-separated N (e.g. 50,100)")
+    parser.add_argument("--seed", default=None, help="comma-separated p (e.g. 100,400)")
     opts = parser.parse_args(argv)
     repeats = opts.repeats or (1 if opts.quick else 3)
     sizes = (50, 100) if opts.quick else (50, 100, 300)
-    seeds = (100,) if opts.quick else (100, 400, 4000)
+    seeds = (100,) if opts.quick else (100, 400, 1000)
+    if opts.bratu is not None:
+        sizes = tuple(int(x) for x in opts.bratu.split(",") if x)
+    if opts.seed is not None:
+        seeds = tuple(int(x) for x in opts.seed.split(",") if x)
     print(f"jax {jax.__version__}, optimistix {optx.__version__}, lineax {lx.__version__}, "
           f"{jax.devices()[0].platform}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
     t0 = time.perf_counter()

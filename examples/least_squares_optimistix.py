@@ -118,15 +118,17 @@ def main(argv=None):
         print(f"optx.LevenbergMarquardt (dense QR): skipped, n = {n} > {DENSE_LIMIT} "
               f"(the dense Jacobian alone is {n * plan.pattern.shape[0] * 8 / 1e9:.1f} GB)")
 
-    results = {}
+    results, success = {}, {}
     print(f"{'solver':38s} {'steps':>5s} {'first call':>11s} {'warm':>9s} {'cost':>12s}")
     for name, solver in runs.items():
         (value, result, steps), first, warm = timed_solve(residual, solver, y0, data)
-        ok = result == optx.RESULTS.successful
-        results[name] = value
+        ok = bool(result == optx.RESULTS.successful)
+        results[name], success[name] = value, ok
         print(f"{name:38s} {int(steps):5d} {first:10.2f}s {warm:8.3f}s "
               f"{cost(residual, value, data):12.6e}{'' if ok else '  FAILED: ' + str(result)}")
 
+    if not success["sa_optx.LevenbergMarquardt"]:
+        raise SystemExit("sa_optx.LevenbergMarquardt did not converge")
     best = results["sa_optx.LevenbergMarquardt"]
     for name, value in results.items():
         diff = float(jnp.max(jnp.abs(jax.flatten_util.ravel_pytree(value)[0]

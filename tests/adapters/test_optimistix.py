@@ -16,6 +16,7 @@ import sparseopt_adapters as sa
 from sparseopt_adapters import optimistix as sa_optx
 from sparseopt_adapters.optimistix import _least_squares
 from sparseopt_adapters.optimistix._detect import operator_pattern
+from sparseopt_adapters.optimistix._operator import SparseMatrixOperator
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TOL = 1e-8  # agreement demanded between solutions
@@ -339,6 +340,30 @@ def test_sparse_direct_finds_tight_operator_patterns():
     F = bratu(6)
     jac = lx.JacobianLinearOperator(lambda u, a: F(u, a), jnp.zeros(36), None)
     assert operator_pattern(jac) == sa.jacobian_sparsity(F, jnp.zeros(36), None)
+
+
+def test_sparse_matrix_operator_is_a_complete_lineax_operator():
+    A = np.array([[4.0, 1.0, 0.0], [1.0, 3.0, 0.0], [0.0, 0.0, 2.0], [0.0, 5.0, 1.0]])
+    p = sa.SparsityPattern.from_dense(A)
+    vals = jnp.asarray(A[p.rows, p.cols])
+    struct = jax.ShapeDtypeStruct((3,), jnp.float64)
+    op = SparseMatrixOperator(vals, p, struct, jax.ShapeDtypeStruct((4,), jnp.float64))
+    x = jnp.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(op.mv(x), A @ x)
+    np.testing.assert_allclose(op.as_matrix(), A)
+    np.testing.assert_allclose(op.transpose().mv(jnp.arange(4.0)), A.T @ np.arange(4.0))
+    S = A[:3]  # symmetric positive definite
+    ps = sa.SparsityPattern.from_dense(S)
+    sym = SparseMatrixOperator(jnp.asarray(S[ps.rows, ps.cols]), ps, struct,
+                               tags=(lx.symmetric_tag, lx.positive_semidefinite_tag))
+    assert lx.is_symmetric(sym) and lx.is_positive_semidefinite(sym) and not lx.is_diagonal(sym)
+    assert lx.is_tridiagonal(sym)
+    np.testing.assert_allclose(lx.diagonal(sym), np.diag(S))
+    for got, want in zip(lx.tridiagonal(sym), (np.diag(S), np.diag(S, -1), np.diag(S, 1)),
+                         strict=True):
+        np.testing.assert_allclose(got, want)
+    sol = lx.linear_solve(sym, jnp.ones(3), lx.AutoLinearSolver(well_posed=True))
+    np.testing.assert_allclose(sol.value, np.linalg.solve(S, np.ones(3)), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------
