@@ -94,8 +94,8 @@ class Run:
 # ---------------------------------------------------------------------------------------
 def discover(only=None):
     """``(name, script)`` for every benchmark script, then the seed-problem trace."""
-    found = [(p.stem.removeprefix("bench_"), p) for p in sorted(HERE.glob("bench_*.py"))]
-    found.append(("seed", EXAMPLE))
+    found = [(p.stem.removeprefix("bench_"), p) for p in HERE.glob("bench_*.py")]
+    found = sorted(found + [("seed", EXAMPLE)], key=lambda f: _order(f[0]))
     if only:
         unknown = set(only) - {n for n, _ in found}
         if unknown:
@@ -429,6 +429,7 @@ def plot_seed(r, out):
     return [("seed_energy.png", "Seed problem: energy against time, Gauss–Newton vs L-BFGS")]
 
 
+EXPECTED = ("detection", "compressed", "ipopt", "scipy", "optimistix", "gauss_newton", "seed")
 PLOTS = {"detection": plot_detection, "compressed": plot_compressed, "ipopt": plot_ipopt,
          "scipy": plot_scipy, "optimistix": plot_optimistix, "gauss_newton": plot_gauss_newton,
          "seed": plot_seed}
@@ -480,7 +481,12 @@ def _tail(text, n=25):
     return "\n".join(lines[-n:])
 
 
+def _order(name):
+    return (EXPECTED.index(name) if name in EXPECTED else len(EXPECTED), name)
+
+
 def write_markdown(runs, mode, meta, out, img_prefix=""):
+    runs = sorted(runs, key=lambda r: _order(r.name))
     lines = [
         f"# Benchmark results ({mode})",
         "",
@@ -502,6 +508,11 @@ def write_markdown(runs, mode, meta, out, img_prefix=""):
         lines.append(f"| [{r.name}](#{r.name}) | `{' '.join(r.cmd)}` | "
                      f"{r.status} | {r.wall:.0f} | {r.cpu:.0f} | {len(r.tables)} | "
                      f"{len(r.plots)} |")
+    if not meta.get("only"):  # a comparison the suite promises but no script delivers
+        for n in EXPECTED:
+            if n not in {r.name for r in runs}:
+                lines.append(f"| {n} | `benchmarks/bench_{n}.py` | **MISSING**: no such script "
+                             "| | | 0 | 0 |")
     wall, cpu = sum(r.wall for r in runs), sum(r.cpu for r in runs)
     lines += ["", f"Total: {wall:.0f} s wall, {cpu:.0f} s CPU (user + system of each script: "
               "roughly its wall time on an otherwise idle "
@@ -615,7 +626,8 @@ def main(argv=None):
                 "machine": f"{platform.processor() or platform.machine()}, "
                            f"{os.cpu_count()} cores",
                 "python": platform.python_version(), "versions": VERSIONS,
-                "load_before": _load_avg(), "load_after": float("nan"), "total": 0.0}
+                "load_before": _load_avg(), "load_after": float("nan"), "total": 0.0,
+                "only": a.only}
         t0 = time.perf_counter()
         runs = []
         with tempfile.TemporaryDirectory(prefix="sparseopt_bench_") as tmp:
