@@ -84,6 +84,13 @@ class Run:
     def status(self) -> str:
         if self.timed_out:
             return f"**TIMED OUT** after {self.wall:.0f} s"
+        if self.rc is not None and self.rc < 0:
+            try:
+                sig = signal.Signals(-self.rc).name
+            except ValueError:
+                sig = str(-self.rc)
+            hint = ": out of memory?" if sig == "SIGKILL" else ""
+            return f"**FAILED** (killed by {sig}{hint})"
         if self.rc != 0:
             return f"**FAILED** (exit {self.rc})"
         return "ok" if not self.problems else "ok, with problems"
@@ -205,6 +212,45 @@ def gauss_newton_table(text):
              "columns": list(GN_COLUMNS) + ["note"], "rows": rows, "notes": notes}]
 
 
+COMPRESSED_COLUMNS = ("colors", "asdex col", "ours", "asdex", "dense", "1 JVP", "ours/asdex",
+                      "ours/(c·JVP)")
+
+
+def compressed_table(text):
+    """The fixed-width table of ``bench_compressed.py``: a case name (with spaces), then
+    eight cells."""
+    rows, notes, inside = [], [], False
+    for line in text.splitlines():
+        tok = line.split()
+        if tok[:1] == ["case"] and "ours/asdex" in tok:
+            inside = True
+        elif inside and len(tok) > len(COMPRESSED_COLUMNS):
+            rows.append([" ".join(tok[:-len(COMPRESSED_COLUMNS)])] + tok[-len(COMPRESSED_COLUMNS):])
+        elif inside and not tok:
+            inside = False
+        elif "coloring a 1e6" in line:
+            notes.append(line.strip())
+    if not rows:
+        return []
+    return [{"title": "Per-call sparse derivative (jitted, median): ours vs asdex, dense JAX "
+                      "and colors × one JVP/HVP",
+             "columns": ["case"] + list(COMPRESSED_COLUMNS), "rows": rows, "notes": notes}]
+
+
+def _seconds(cell):
+    """Seconds from '123µs', '1.5ms', '0.2s' or a number; None otherwise."""
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        return float(cell)
+    m = re.fullmatch(r"\s*([\d.eE+-]+)\s*(µs|us|ms|s)?\s*", str(cell))
+    if not m:
+        return None
+    try:
+        v = float(m.group(1))
+    except ValueError:
+        return None
+    return v * {"µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}[m.group(2)]
+
+
 def add_peer(tab, peer):
     if "peer" in tab["columns"]:
         return tab
@@ -228,6 +274,8 @@ def collect_tables(r: Run):
     tabs = markdown_tables(r.stdout)
     if not tabs and r.name == "gauss_newton":
         tabs = gauss_newton_table(r.stdout)
+    if not tabs and r.name == "compressed":
+        tabs = compressed_table(r.stdout)
     peer = DEFAULT_PEER.get(r.name, lambda: f"jax {VERSIONS['jax']}")()
     return [add_peer(t, peer) for t in tabs]
 
@@ -345,8 +393,29 @@ def plot_detection(r, out):
 
 
 def plot_compressed(r, out):
-    """Per-call derivative time. The table layout is whatever bench_compressed prints: long
-    (a method/variant column and a time column) or wide (one time column per method)."""
+    """Per-call derivative time: ours, asdex, dense JAX and colors × one JVP, per case (the
+    fixed-width table of bench_compressed.py); other layouts get a generic bar chart."""
+    tab = r.tables[0]
+    if all(c in tab["columns"] for c in ("ours", "asdex", "dense", "1 JVP", "colors")):
+        i = {c: tab["columns"].index(c) for c in ("case", "ours", "asdex", "dense", "1 JVP",
+                                                    "colors")}
+        series = ["sparseopt_adapters", f"asdex {VERSIONS['asdex']}", "dense JAX",
+                  "colors × 1 JVP"]
+        groups, values = [], {}
+        for row in tab["rows"]:
+            g = str(row[i["case"]])
+            groups.append(g)
+            one, c = _seconds(row[i["1 JVP"]]), _num(row[i["colors"]])
+            for s_, v in zip(series, (_seconds(row[i["ours"]]), _seconds(row[i["asdex"]]),
+                                      _seconds(row[i["dense"]]),
+                                      one * c if one and isinstance(c, float) else None),
+                             strict=True):
+                if v:
+                    values[(g, s_)] = v
+        grouped_bars(out / "compressed.png", groups, series, values,
+                     "Per-call sparse derivative (jitted, median)", "seconds (log)")
+        return [("compressed.png", "Per-call derivative time: ours vs asdex, dense JAX and "
+                                   "colors × JVP")]
     plots = []
     for k, tab in enumerate(r.tables):
         name = f"compressed_{k}.png"

@@ -89,3 +89,22 @@ def test_render_redoes_the_report_from_the_raw_output(run, tmp_path):
     md = (tmp_path / "README.md").read_text()
     assert "| sa.GaussNewton (sparse Jacobian, route auto) | jax 1 | 1 | 0.2 | 1.00e-20 |" in md
     assert (tmp_path / "seed_energy.png").stat().st_size > 1000
+
+
+def test_compressed_fixed_width_table_and_units(run):
+    text = "\n".join([
+        "jax 0.10.2, asdex 0.5.1; median of 20 jitted calls after a warm-up", "",
+        "case    colors    asdex col    ours    asdex    dense    1 JVP  ours/asdex  ours/(c·JVP)",
+        "Rosenbrock Hessian n=1e+04   3   3   152µs   142µs   skipped   34µs   1.07   1.49",
+        "Bratu Jacobian N=100   5   7   1.13ms   147µs   2.5s   56µs   0.77   0.41", "",
+        "coloring a 1e6-column banded pattern (nnz=4999980): 0.50s, 5 colors (goal < 2 s)",
+    ])
+    (tab,) = run.compressed_table(text)
+    assert [r[0] for r in tab["rows"]] == ["Rosenbrock Hessian n=1e+04", "Bratu Jacobian N=100"]
+    assert tab["rows"][0][1:4] == ["3", "3", "152µs"] and len(tab["notes"]) == 1
+    assert [run._seconds(c) for c in ("152µs", "1.13ms", "2.5s", 0.5)] == pytest.approx(
+        [152e-6, 1.13e-3, 2.5, 0.5])
+    assert run._seconds("skipped") is None
+    r = run.Run("compressed", ["x"], rc=0, wall=1.0, stdout=text)
+    r.tables = run.collect_tables(r)
+    assert r.tables[0]["columns"][1] == "peer"
