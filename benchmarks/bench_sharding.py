@@ -10,6 +10,11 @@ Rows:
 * ``hessian``: chained Rosenbrock, n variables (tridiagonal Hessian, 3 colors, star).
 * ``jacobian``: 2-D Bratu residual on an N×N grid (n = N², 5-point stencil, forward).
 * ``primal``: the function and its gradient only (the baseline RSS of JAX + the data).
+
+Columns: ``max RSS MB`` is the whole process (all simulated devices, XLA's compiler, the
+pattern and index arrays); ``XLA temp MB`` is the temporary buffer size of the compiled
+call per device (``compiled.memory_analysis().temp_size_in_bytes``): the products in
+flight, which is what ``chunk_size`` bounds.
 * ``solve``: `sparseopt_adapters.ipopt.minimize` on chained Rosenbrock from
   ``(-1.2, 1, -1.2, ...)`` (single device: the adapters take no ``mesh`` yet).
 
@@ -88,6 +93,10 @@ def _worker(kind: str, n: int, chunk: int | None, devices: int, repeat: int) -> 
             jax.block_until_ready(call(x))
             times.append(time.perf_counter() - t)
         out["median_s"] = statistics.median(times)
+        if kind in ("hessian", "jacobian"):
+            # XLA's temporary buffers of the compiled call, per device (an SPMD program)
+            ma = obj._values_jit.lower(obj._static.get(), x).compile().memory_analysis()
+            out["temp_mb"] = ma.temp_size_in_bytes / 2**20 if ma is not None else float("nan")
     out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 
@@ -133,7 +142,7 @@ def main(argv=None):
     print(f"n = {n:.0e} variables; {os.cpu_count()} CPU cores; load average "
           f"{os.getloadavg()[0]:.1f}; median of {a.repeat} calls after one warm-up\n")
     head = (f"{'what':<10}{'devices':>8}{'chunk':>7}{'colors':>7}{'build s':>9}"
-            f"{'1st call s':>11}{'call ms':>9}{'max RSS MB':>11}")
+            f"{'1st call s':>11}{'call ms':>9}{'max RSS MB':>11}{'XLA temp MB':>12}")
     print(head)
     print("-" * len(head))
     for kind, chunk, dev in configs:
@@ -144,7 +153,7 @@ def main(argv=None):
             continue
         print(f"{kind:<10}{dev:>8}{chunk or '-':>7}{r.get('colors', '-'):>7}"
               f"{r['build_s']:>9.2f}{r['first_s']:>11.2f}{1e3 * r['median_s']:>9.1f}"
-              f"{r['maxrss_mb']:>11.0f}", flush=True)
+              f"{r['maxrss_mb']:>11.0f}{r.get('temp_mb', float('nan')):>12.1f}", flush=True)
     if not a.no_solve:
         r = _run("solve", n, None, 1, 1)
         rows.append({"kind": "solve", "devices": 1, "n": n, **r})
