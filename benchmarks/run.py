@@ -46,6 +46,8 @@ TIMEOUT = {"quick": 240, "full": 3600}  # seconds per script
 # Extra arguments per script and mode, on top of --quick (kept small so --quick is quick).
 EXTRA_ARGS = {
     ("seed", "quick"): ["--small"],
+    # one subprocess per configuration; its IPOPT solve at n = 1e4 alone can take minutes
+    ("sharding", "quick"): ["--no-solve", "--repeat", "2"],
 }
 
 
@@ -251,6 +253,10 @@ def _seconds(cell):
     return v * {"µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, None: 1.0}[m.group(2)]
 
 
+def _cell(c):
+    return c if c is None or isinstance(c, int | float | str) else json.dumps(c)
+
+
 def add_peer(tab, peer):
     if "peer" in tab["columns"]:
         return tab
@@ -263,14 +269,20 @@ DEFAULT_PEER = {
     "optimistix": lambda: (f"optimistix {VERSIONS['optimistix']}, lineax {VERSIONS['lineax']}"),
     "compressed": lambda: f"asdex {VERSIONS['asdex']}, jax {VERSIONS['jax']}",
     "scipy": lambda: f"scipy {VERSIONS['scipy']}",
+    "sharding": lambda: f"jax {VERSIONS['jax']} (no peer: ours chunked / sharded vs unchunked)",
 }
 
 
 def collect_tables(r: Run):
     if r.name == "seed":
         return seed_tables(r)
-    if r.data is not None:
-        return r.data.get("tables", [])
+    if isinstance(r.data, dict) and "tables" in r.data:  # benchmarks/_report.py's format
+        return r.data["tables"]
+    if isinstance(r.data, list) and r.data and all(isinstance(d, dict) for d in r.data):
+        columns = list(dict.fromkeys(k for d in r.data for k in d))  # a script's own rows
+        tab = {"title": TITLES.get(r.name, r.name), "columns": columns,
+               "rows": [[_cell(d.get(c)) for c in columns] for d in r.data], "notes": []}
+        return [add_peer(tab, DEFAULT_PEER.get(r.name, lambda: f"jax {VERSIONS['jax']}")())]
     tabs = markdown_tables(r.stdout)
     if not tabs and r.name == "gauss_newton":
         tabs = gauss_newton_table(r.stdout)
@@ -511,6 +523,7 @@ TITLES = {
     "optimistix": "optimistix: sparse solvers vs its dense default and matrix-free solvers",
     "gauss_newton": "Gauss–Newton routes on the seed problem",
     "seed": "Seed problem: Gauss–Newton vs L-BFGS, energy against time",
+    "sharding": "Chunked and sharded compressed derivatives: memory and time per call",
 }
 
 
@@ -529,7 +542,7 @@ def fmt(c):
             return ""
         if c != 0 and (abs(c) < 1e-3 or abs(c) >= 1e5):
             return f"{c:.2e}"
-        return f"{c:.3g}" if abs(c) < 100 else f"{c:.0f}"
+        return f"{c:.4g}" if abs(c) < 100 else f"{c:.0f}"
     return str(c).replace("|", "\\|").replace("\n", " ")
 
 
