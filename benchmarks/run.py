@@ -48,6 +48,7 @@ EXTRA_ARGS = {
     ("seed", "quick"): ["--small"],
     # one subprocess per configuration; its IPOPT solve at n = 1e4 alone can take minutes
     ("sharding", "quick"): ["--no-solve", "--repeat", "2"],
+    ("optimistix", "quick"): ["--bratu", "50"],  # N = 100 (n = 10⁴) only in --full
 }
 
 
@@ -71,6 +72,7 @@ class Run:
     wall: float = 0.0
     cpu: float = 0.0  # the script's CPU seconds (user + system): ~ its wall time on an idle core
     timed_out: bool = False
+    skipped: bool = False  # not run: --skip
     stdout: str = ""
     stderr: str = ""
     tables: list = field(default_factory=list)
@@ -84,6 +86,8 @@ class Run:
 
     @property
     def status(self) -> str:
+        if self.skipped:
+            return "**SKIPPED** (`--skip`): not run"
         if self.timed_out:
             return f"**TIMED OUT** after {self.wall:.0f} s"
         if self.rc is not None and self.rc < 0:
@@ -601,14 +605,15 @@ def write_markdown(runs, mode, meta, out, img_prefix=""):
               "machine, more where JAX uses both cores)."]
     failed = [r for r in runs if not r.ok or r.problems]
     if failed:
-        lines += ["", "Failures and problems (the full output is under each benchmark):", ""]
+        lines += ["", "Failures, skips and problems (the full output is under each benchmark):",
+                  ""]
         for r in failed:
             lines.append(f"- **{r.name}**: {r.status}" +
                          ("; " + "; ".join(r.problems) if r.problems else ""))
     for r in runs:
         lines += ["", f"## {r.name}", "", f"*{TITLES.get(r.name, r.name)}* — "
                   f"`{' '.join(r.cmd)}`: {r.status}, {r.wall:.0f} s.", ""]
-        if not r.ok:
+        if not r.ok and not r.skipped:
             lines += ["The end of its error output:", "", "```text",
                       _tail(r.stderr or r.stdout) or "(nothing)", "```", ""]
         for tab in r.tables:
@@ -662,7 +667,8 @@ def process(r: Run, out) -> Run:
     return r
 
 
-RAW = ("name", "cmd", "rc", "wall", "cpu", "timed_out", "stdout", "stderr", "data", "problems")
+RAW = ("name", "cmd", "rc", "wall", "cpu", "timed_out", "skipped", "stdout", "stderr", "data",
+       "problems")
 
 
 def _load_avg() -> float:
@@ -681,6 +687,8 @@ def main(argv=None):
     size.add_argument("--full", action="store_true", help="the scripts' full sizes")
     ap.add_argument("--only", default=None,
                     help="comma-separated benchmark names (detection, ipopt, ..., seed)")
+    ap.add_argument("--skip", default=None,
+                    help="comma-separated benchmark names not to run (listed as skipped)")
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per script (default 240 quick, 3600 full)")
     ap.add_argument("--out", default=None, help="results folder (default benchmarks/results/MODE)")
@@ -713,7 +721,13 @@ def main(argv=None):
         t0 = time.perf_counter()
         runs = []
         with tempfile.TemporaryDirectory(prefix="sparseopt_bench_") as tmp:
+            skip = set(a.skip.split(",")) if a.skip else set()
             for name, script in discover(a.only.split(",") if a.only else None):
+                if name in skip:
+                    runs.append(Run(name, ["python", os.path.relpath(script, ROOT)],
+                                    skipped=True))
+                    print(f"[run.py] {name}: skipped (--skip)", flush=True)
+                    continue
                 print(f"[run.py] {name}: {os.path.relpath(script, ROOT)} ...", flush=True)
                 r = process(run_script(name, script, mode, pathlib.Path(tmp), timeout), out)
                 runs.append(r)
@@ -729,7 +743,7 @@ def main(argv=None):
         write_docs(runs, mode, meta, out)
     print(f"[run.py] total {meta['total']:.0f} s; wrote {out / 'README.md'}"
           + (" and docs/benchmarks.md" if a.docs else ""))
-    bad = [r.name for r in runs if not r.ok]
+    bad = [r.name for r in runs if not r.ok and not r.skipped]
     if bad:
         print(f"[run.py] FAILED: {', '.join(bad)}")
         return 1

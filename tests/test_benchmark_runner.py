@@ -108,3 +108,9 @@ def test_compressed_fixed_width_table_and_units(run):
     r = run.Run("compressed", ["x"], rc=0, wall=1.0, stdout=text)
     r.tables = run.collect_tables(r)
     assert r.tables[0]["columns"][1] == "peer"
+
+
+def test_skipped_benchmarks_are_listed_not_run(run, tmp_path):
+    assert run.main(["--quick", "--only", "seed", "--skip", "seed", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "README.md").read_text()
+    assert "**SKIPPED** (`--skip`): not run" in md and "Failures, skips and problems" in md
