@@ -3,6 +3,8 @@
     python benchmarks/run.py --quick          # small sizes, a few minutes on 2 idle cores
     python benchmarks/run.py --full           # the sizes the scripts default to
     python benchmarks/run.py --quick --docs   # also refresh docs/benchmarks.md and its plots
+    python benchmarks/run.py --quick --only detection,seed   # a subset (--skip NAME: all but)
+    python benchmarks/run.py --quick --render --docs         # redo the report, run nothing
 
 Each ``benchmarks/bench_*.py`` runs as its own process with single-threaded BLAS
 (``OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1``), followed by the main example
