@@ -336,7 +336,7 @@ def _input_abstracts(args, argnums):
                 )
                 offset += size
             elif (
-                not isinstance(leaf, jax.ShapeDtypeStruct)
+                not isinstance(leaf, jax.ShapeDtypeStruct | jax.core.Tracer)
                 and not np.issubdtype(np.dtype(dtype), np.inexact)
             ):
                 # Integer/bool data (indices, sizes) is treated as fixed: its example value
