@@ -5,8 +5,8 @@ an ``optx.AbstractQuasiNewton`` whose "Hessian update" evaluates the true Hessia
 Hessian-vector product per color supplies the second-order model; optimistix's own step,
 line search and termination do the rest. The descent is a *modified* Newton step: it solves
 ``(H + τI) d = ∇f`` with the first shift of the ladder ``0, τ₁, 10τ₁, 100τ₁, …`` for which
-``H + τI`` is positive definite, where ``τ₁ = max(10⁻⁸·max|Hᵢⱼ|, τ_prev/4)`` and ``τ_prev`` is
-the previous step's shift. Definiteness is read off the pivots of a symmetric sparse
+``H + τI`` is positive definite, where ``τ₁ = max(10⁻¹²·max|Hᵢⱼ|, τ_prev/4, −min Hᵢᵢ)`` and
+``τ_prev`` is the previous step's shift. Definiteness is read off the pivots of a symmetric sparse
 factorisation (SuperLU in symmetric mode, diagonal pivots only). Near a strict minimiser
 ``τ = 0`` (pure Newton, quadratic convergence); away from one, or at saddles, the shift makes
 ``-d`` a descent direction and the backtracking line search makes progress.
@@ -39,7 +39,7 @@ from ._operator import SparseMatrixOperator
 
 _METHODS = ("auto", "star", "acyclic")
 _MAX_SHIFTS = 40
-_SHIFT_FLOOR = 1e-8  # smallest shift, relative to max |H_ij|
+_SHIFT_FLOOR = 1e-12  # smallest shift, relative to max |H_ij|
 
 
 # ---------------------------------------------------------------------------------------
@@ -73,6 +73,7 @@ def host_modified_newton(values, grad, tau_prev, *, pattern: SparsityPattern):
     scale = float(np.max(np.abs(values))) if values.size else 0.0
     beta = _SHIFT_FLOOR * max(scale, 1e-30)
     eye = sp.identity(n, format="csc")
+    min_diag = float(np.min(H.diagonal())) if n else 0.0
     tau = 0.0
     for k in range(_MAX_SHIFTS):
         lu = _spd_factor(H if tau == 0.0 else (H + tau * eye).tocsc())
@@ -80,9 +81,12 @@ def host_modified_newton(values, grad, tau_prev, *, pattern: SparsityPattern):
             d = lu.solve(grad)
             if np.all(np.isfinite(d)):
                 return d.astype(np.float64), np.float64(tau)
-        # first shift: a quarter of the last one (it was needed one step ago), at least β;
-        # then grow tenfold
-        tau = max(beta, float(tau_prev) / 4.0) if k == 0 else 10.0 * tau
+        if k == 0:
+            # a quarter of the last shift (needed one step ago), at least β, and past the
+            # most negative diagonal entry (λ_min(H) ≤ min Hᵢᵢ)
+            tau = max(beta, float(tau_prev) / 4.0, -1.001 * float(min_diag))
+        else:
+            tau = 10.0 * tau
     return np.full(n, np.nan), np.float64(tau)
 
 
