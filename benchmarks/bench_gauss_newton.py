@@ -9,8 +9,10 @@ non-symmetric), reachable targets Xₖ from a ground truth g*, start at bilinear
 
 For each case, size and route (``direct`` = colored J, SuperLU on JᵀJ; ``cg`` = CG on the
 matrix-free JᵀJ; ``lsmr`` = LSMR on J; ``auto``) it reports the one-off setup (detection,
-coloring, route choice), then the median wall time of a full Gauss–Newton solve to
-‖∇E‖ ≤ 10⁻⁸‖∇E₀‖ after a warm-up solve (compilation), and the steps taken.
+coloring, route choice), then the best-of-5 (of 2 for solves over 5 s) wall time of a full
+Gauss–Newton solve to ‖∇E‖ ≤ 10⁻⁸‖∇E₀‖ after a warm-up solve (compilation), and the steps
+taken. Best-of rather than median: on a shared machine the spread is load, not the code
+(``auto`` runs the same code as the fixed route it picks).
 
 Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauss_newton.py [--quick]``.
 """
@@ -21,7 +23,6 @@ import argparse
 import importlib.util
 import os
 import pathlib
-import statistics
 import time
 import warnings
 
@@ -78,16 +79,18 @@ def bench_one(residual, G0, X, route, repeats):
     setup = time.perf_counter() - t0
     gn.solve(G0, X, max_steps=1)  # compile
     times, res = [], None
-    for _ in range(repeats):
+    for k in range(repeats):
         res = gn.solve(G0, X, rtol=1e-8, max_steps=60)
         times.append(res.wall_time)
-    return gn, res, setup, statistics.median(times)
+        if k == 0 and res.wall_time > 5.0:
+            repeats = min(repeats, 2)  # slow routes: two runs are enough to show it
+    return gn, res, setup, min(times)
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes, one repeat")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     a = ap.parse_args(argv)
     sizes = {"dense": (4,), "selection": (8,)}
     if not a.quick:
@@ -118,8 +121,10 @@ def main(argv=None):
                 best[route] = solve if res.success else float("inf")
                 rows.append((case, nc, route, gn.route, solve, res.success))
             fastest = min(v for k, v in best.items() if k != "auto")
+            winner = min((v, k) for k, v in best.items() if k != "auto")[1]
             print(
-                f"{'':10} {'':3} auto / best fixed route: {best['auto'] / fastest:.2f}×",
+                f"{'':10} {'':3} fastest fixed route: {winner}; auto chose {gn.route}: "
+                f"{best['auto'] / fastest:.2f}× the fastest",
                 flush=True,
             )
     return rows
