@@ -63,9 +63,11 @@ def main():
     for N in ([100] if a.quick else [100, 300]):
         cases.append((f"Bratu Jacobian N={N}", "jac", bratu_residual(N),
                       0.1 * rng.normal(size=N * N)))
-    gi, gj, L, Y, B, X, g0 = seed_problem(1000, 200, selection=True)
-    cases.append(("seed Y·GᵀLG·B (selection) p=1000", "jac",
-                  seed_residual_scatter(gi, gj, L, Y, B, X, 1000, 200), g0))
+    # --quick: p = 400; at p = 1000 dense jacfwd carries a (nnz, p, q) tangent of G (~5 GB)
+    sp, sq = (400, 80) if a.quick else (1000, 200)
+    gi, gj, L, Y, B, X, g0 = seed_problem(sp, sq, selection=True)
+    cases.append((f"seed Y·GᵀLG·B (selection) p={sp}", "jac",
+                  seed_residual_scatter(gi, gj, L, Y, B, X, sp, sq), g0))
 
     print(f"jax {jax.__version__}, asdex 0.5.1; median of {a.repeats} jitted calls after "
           "a warm-up\n")
