@@ -230,7 +230,9 @@ def _np_broadcast_in_dim(x, shape, broadcast_dimensions, **_):
 
 
 NUMPY_IMPL = {
-    "reshape": lambda x, new_sizes, **_: np.reshape(x, new_sizes),
+    # lax.reshape permutes by ``dimensions`` (when given) before a row-major reshape.
+    "reshape": lambda x, new_sizes, dimensions=None, **_: np.reshape(
+        np.transpose(x, dimensions) if dimensions is not None else x, new_sizes),
     "squeeze": lambda x, dimensions, **_: np.squeeze(x, axis=tuple(dimensions)),
     "expand_dims": lambda x, dimensions, **_: np.expand_dims(x, tuple(dimensions)),
     "broadcast_in_dim": _np_broadcast_in_dim,

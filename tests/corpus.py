@@ -407,3 +407,10 @@ jac("vmap_rows", (jnp.asarray(rng.normal(size=(3, 4))),))(
 jac("grad_inside", x5)(lambda x: jax.grad(lambda y: jnp.sum(y[1:] ** 2 * y[:-1]))(x))
 hess("tuple_argnums_block", (jnp.asarray(rng.normal(size=3)), jnp.asarray(rng.normal(size=2))),
      argnums=0)(lambda a, b: jnp.sum(a[:2] * b) ** 2 + a[2])
+jac("reshape_with_permutation", (jnp.asarray(rng.normal(size=20)),))(
+    lambda x: jnp.ravel(x.reshape(5, 4) * jnp.arange(4.0), order="F") * x[::-1]
+)
+jac("scatter_then_fortran_ravel", x5)(
+    lambda x: jnp.ravel(jnp.zeros((3, 4)).at[np.array([0, 2, 1]), np.array([3, 0, 1])].set(
+        x[:3] ** 2), order="F")
+)
