@@ -254,7 +254,9 @@ def matplotlib_spy(pattern: SparsityPattern, ax=None, colors=None, markersize=No
     m, n = pattern.shape
     ms = markersize or max(0.5, min(8.0, 300.0 / max(m, n, 1)))
     c = None if colors is None else np.asarray(colors)
-    ax.scatter(pattern.cols, pattern.rows, c=c, s=ms**2, marker="s", cmap="tab20", **kwargs)
+    if c is not None:
+        kwargs.setdefault("cmap", "tab20")  # a colormap only means something with colors
+    ax.scatter(pattern.cols, pattern.rows, c=c, s=ms**2, marker="s", **kwargs)
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_ylim(m - 0.5, -0.5)
     ax.set_aspect("equal")
