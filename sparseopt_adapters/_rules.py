@@ -745,6 +745,13 @@ def _call(interp, eqn, ins):
 
 @rule("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
 def _custom(interp, eqn, ins):
+    if eqn.primitive.name in interp.expanding:
+        # Nested inside the derivative rule of the same kind of call: the rule *evaluates* it
+        # (on tangents it is linear), so its own program gives the pattern; expanding its
+        # derivative rule again recursed without bound (optimistix wraps fn in jnp.asarray).
+        inner = eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
+        if inner is not None:
+            return interp.run_closed(inner, ins)
     if not any(a.has_deps for a in ins):
         inner = eqn.params.get("call_jaxpr") or eqn.params.get("fun_jaxpr")
         if inner is not None:
