@@ -15,6 +15,9 @@ import jax as _jax
 if not _os.environ.get("SPARSEOPT_NO_X64"):
     _jax.config.update("jax_enable_x64", True)
 
+from ._cache import cache_info as cache_info
+from ._cache import clear_cache as clear_cache
+from ._cache import set_cache_size as set_cache_size
 from ._check import DerivativeCheck as DerivativeCheck
 from ._check import DerivativeMismatchError as DerivativeMismatchError
 from ._check import check_hessian as check_hessian
