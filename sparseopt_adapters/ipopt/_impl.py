@@ -23,6 +23,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "`pip install cyipopt` builds from source and needs a system IPOPT."
     ) from e
 
+from . import _capi
 from ._nlp import _NLP
 
 __all__ = ["Problem", "minimize", "DEFAULT_OPTIONS"]
@@ -118,11 +119,14 @@ def _add_option(problem, key, val):
     for v in tries:
         with _capture_c_stdout() as out:
             try:
-                cyipopt.Problem.add_option(problem, key, v)
+                backend = getattr(problem, "_capi", None)  # backend="libipopt": its library
+                (backend.add_option if backend is not None else
+                 lambda k, x: cyipopt.Problem.add_option(problem, k, x))(key, v)
                 ok = True
             except TypeError:
                 ok = False
         if ok:
+            problem.__dict__.setdefault("_options_set", {})[key] = v  # for ipopt_library
             return
         text = text or "".join(out).strip()
     raise ValueError(
@@ -188,11 +192,16 @@ class Problem(cyipopt.Problem):
             ``hessian_approximation='limited-memory'`` no Hessian is built.
         callback: ``callback(intermediate_result) -> bool | None`` once per iteration; see
             [`minimize`][].
+        backend: ``"cyipopt"`` (default) or ``"libipopt"``: IPOPT's C interface through
+            ctypes, values written straight into IPOPT's buffers; see [`minimize`][].
+        libipopt: with ``backend="libipopt"``, the IPOPT shared library to load (default:
+            ``$SPARSEOPT_LIBIPOPT``, else casadi's, cyipopt-wheels', a system one).
 
     Attributes:
         n, m: number of variables and of constraint rows.
         nlp: the compiled evaluations (counters, timers, patterns).
         setup_time: seconds spent on detection/coloring and compilation.
+        ipopt_library: the IPOPT build in use: path, version, linear solver, ordering.
 
     Example:
         >>> import jax.numpy as jnp
@@ -219,8 +228,11 @@ class Problem(cyipopt.Problem):
         constraints=(),
         options: dict | None = None,
         callback: Callable | None = None,
+        backend: str = "cyipopt",
+        libipopt: str | os.PathLike | None = None,
     ):
         opts = _merged_options(options)
+        self._capi = None
         self.nlp = _NLP(
             fun,
             x0,
@@ -240,6 +252,7 @@ class Problem(cyipopt.Problem):
             n=nlp.n, m=nlp.m, problem_obj=None, lb=nlp.lb, ub=nlp.ub,
             cl=nlp.cl if nlp.m else None, cu=nlp.cu if nlp.m else None,
         )
+        self._capi = _capi.attach(self, backend, libipopt)  # None for backend="cyipopt"
         for k, v in opts.items():
             _add_option(self, k, v)
 
@@ -263,6 +276,31 @@ class Problem(cyipopt.Problem):
         real-valued option, and the scipy spellings ``maxiter`` / ``disp``.
         """
         _add_option(self, keyword, val)
+
+    # -- backend="libipopt": the C problem in the chosen library answers these (_capi.py) ----
+    @property
+    def ipopt_library(self) -> dict:
+        return _capi.library_info(self)
+
+    def get_current_iterate(self, scaled=False):
+        if self._capi is not None:
+            return self._capi.get_current_iterate(scaled)
+        return super().get_current_iterate(scaled)
+
+    def get_current_violations(self, scaled=False):
+        if self._capi is not None:
+            return self._capi.get_current_violations(scaled)
+        return super().get_current_violations(scaled)
+
+    def set_problem_scaling(self, obj_scaling=1.0, x_scaling=None, g_scaling=None):
+        if self._capi is not None:
+            return self._capi.set_problem_scaling(obj_scaling, x_scaling, g_scaling)
+        return super().set_problem_scaling(obj_scaling, x_scaling, g_scaling)
+
+    def close(self):
+        if self._capi is not None:
+            self._capi.close()
+        super().close()
 
     # -- cyipopt callbacks (values in structure order, float64) -------------------------
     def objective(self, x):
@@ -348,7 +386,8 @@ class Problem(cyipopt.Problem):
         nlp.reset()
         self.stopped_by_callback = None
         t = time.perf_counter()
-        xs, info = super().solve(x, lagrange=list(lagrange), zl=list(zl), zu=list(zu))
+        run = self._capi.solve if self._capi is not None else super().solve
+        xs, info = run(x, lagrange=list(lagrange), zl=list(zl), zu=list(zu))
         self.solve_seconds = time.perf_counter() - t
         nlp.raise_pending()
         msg = info.get("status_msg", b"")
@@ -374,6 +413,8 @@ def minimize(
     constraints=(),
     options: dict | None = None,
     callback: Callable | None = None,
+    backend: str = "cyipopt",
+    libipopt: str | os.PathLike | None = None,
 ) -> OptimizeResult:
     """Minimise a JAX function with IPOPT, exact sparse Jacobian and Lagrangian Hessian.
 
@@ -413,6 +454,13 @@ def minimize(
             ``inf_pr``, ``inf_du``, ``mu``, ``alpha_pr``, ``alpha_du``, ``phase``, ``constr``,
             ``mult_g``. Return ``True`` (or raise ``StopIteration``) to stop: the result then
             has ``status == 5`` (User_Requested_Stop) and ``success=False``.
+        backend: ``"cyipopt"`` (default: cyipopt-wheels' IPOPT 3.14.11 + MUMPS, no METIS) or
+            ``"libipopt"``: IPOPT's C interface through ctypes with values written straight
+            into IPOPT's buffers, in the library ``libipopt`` names (the same iterates as
+            ``"cyipopt"`` on the same library). See docs/adapters/ipopt.md.
+        libipopt: with ``backend="libipopt"``: the IPOPT shared library; default
+            ``$SPARSEOPT_LIBIPOPT``, else casadi's (IPOPT 3.14.19, MUMPS + METIS), else
+            cyipopt-wheels', else a system one.
 
     Returns:
         `scipy.optimize.OptimizeResult` with ``x`` (x0's structure: a numpy array for an
@@ -423,7 +471,8 @@ def minimize(
         ``g`` (all constraint rows), ``mult_g`` / ``mult_x_L`` / ``mult_x_U`` (IPOPT's
         multipliers: the Lagrangian is ``f + mult_gᵀ g`` ), ``info`` (IPOPT's info dict),
         ``nonfinite`` (NaN/inf counts per quantity), ``setup_time`` and ``timing``
-        (seconds in our callbacks vs the whole solve).
+        (seconds in our callbacks vs the whole solve), ``ipopt_library`` (``backend``,
+        ``path``, ``version``, ``linear_solver``, ``ordering`` of the IPOPT used).
 
     Example:
         >>> import jax.numpy as jnp
@@ -442,7 +491,7 @@ def minimize(
     """
     opts = _merged_options(options)
     prob = Problem(fun, x0, args, bounds=bounds, constraints=constraints, options=opts,
-                   callback=callback)
+                   callback=callback, backend=backend, libipopt=libipopt)
     try:
         return _solve(prob)
     finally:
@@ -483,4 +532,5 @@ def _solve(prob: Problem, x=None) -> OptimizeResult:
         nonfinite=dict(nlp.nonfinite.counts),
         setup_time=prob.setup_time,
         timing=timing,
+        ipopt_library=prob.ipopt_library,
     )
