@@ -1,0 +1,81 @@
+"""Helpers the rule modules share: element-id movement and broadcasting."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from .. import _abstract as ab
+from .._common import bind_eqn, make, unknown_like
+from .._fold import NUMPY_IMPL
+
+
+def bcast(interp, a, shape):
+    return ab.broadcast_scalar(a, shape, interp.n_cols)
+
+# -- data movement by running the primitive on element ids -----------------------------------
+def stack_deps(inputs, n_cols):
+    deps = [ab.deps_or_empty(a, n_cols) for a in inputs]
+    all_deps = sp.vstack(deps, format="csr") if len(deps) > 1 else deps[0]
+    nz = np.concatenate([a.nz for a in inputs]) if inputs else np.zeros(0, bool)
+    return all_deps, nz
+
+
+def gathered(eqn, data, src, k=0):
+    """Output k takes element ``src[j]`` of the concatenated ``data`` inputs (-1: zero)."""
+    n_cols = next((a.deps.shape[1] for a in data if a.deps is not None), None)
+    valid = src >= 0
+    nz_all = np.concatenate([a.nz for a in data])
+    nz = np.zeros(src.size, bool)
+    nz[valid] = nz_all[src[valid]]
+    if n_cols is None:
+        return make(eqn, None, nz, k)
+    all_deps, _ = stack_deps(data, n_cols)
+    deps = ab.apply_relation(ab.selection(src, all_deps.shape[0]), all_deps)
+    return make(eqn, deps, nz, k)
+
+
+def id_arrays(data):
+    ids, offset = [], 1
+    for a in data:
+        ids.append((np.arange(a.size, dtype=np.float64) + offset).reshape(a.shape))
+        offset += a.size
+    return ids
+
+
+def to_src(out) -> np.ndarray:
+    out = np.asarray(out, dtype=np.float64).reshape(-1)
+    out = np.where(np.isnan(out), 0.0, out)
+    return np.rint(out).astype(np.int64) - 1
+
+
+# numpy implementations of index-only primitives: applying them to element ids (or folding
+def movement(data_pos):
+    """Rule for a primitive whose outputs copy elements of its ``data_pos`` operands."""
+
+    def rule_fn(interp, eqn, ins):
+        pos = data_pos(ins) if callable(data_pos) else data_pos
+        data = [ins[i] for i in pos]
+        others = [i for i in range(len(ins)) if i not in pos]
+        if any(not ins[i].known for i in others):
+            return None if any(a.has_deps for a in data) else _unknown_outs(eqn, data)
+        ids = id_arrays(data)
+        args = list(a.value for a in ins)
+        for i, x in zip(pos, ids, strict=True):
+            args[i] = x
+        try:
+            if eqn.primitive.name in NUMPY_IMPL:
+                outs = [NUMPY_IMPL[eqn.primitive.name](*args, **eqn.params)]
+            else:
+                outs = bind_eqn(eqn, *args)
+        except Exception:
+            return None
+        return [gathered(eqn, data, to_src(o), k) for k, o in enumerate(outs)]
+
+    return rule_fn
+
+
+def _unknown_outs(eqn, data):
+    return [unknown_like(v.aval) for v in eqn.outvars]
+
+

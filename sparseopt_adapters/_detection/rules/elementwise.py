@@ -1,0 +1,100 @@
+"""Elementwise primitives: outputs depend on the corresponding (broadcast) input elements."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _abstract as ab
+from .._common import bind_eqn, make, out_shape_dtype, unknown_like
+from .._registry import rule
+from ._shared import bcast, gathered
+
+# -- elementwise ----------------------------------------------------------------------------
+ELEMENTWISE = """
+neg sin cos tan asin acos atan sinh cosh tanh asinh acosh atanh exp exp2 log log1p expm1
+sqrt rsqrt cbrt logistic abs square integer_pow erf erfc erf_inv lgamma digamma igamma
+igammac igamma_grad_a random_gamma_grad bessel_i0e bessel_i1e polygamma zeta
+regularized_incomplete_beta
+real imag conj complex copy copy_p reduce_precision convert_element_type add sub max min pow
+atan2 rem nextafter clamp add_any
+""".split()
+ZERO_DERIVATIVE = """
+sign floor ceil round is_finite stop_gradient eq ne lt le gt ge and or not xor
+shift_left shift_right_logical shift_right_arithmetic population_count clz
+""".split()
+
+
+def _zero_image(eqn, ins):
+    """Does the elementwise op map all-zero operands to a nonzero?"""
+    try:
+        zs = [np.zeros((), a.dtype) for a in ins]
+        out = bind_eqn(eqn, *zs)[0]
+        return bool(np.asarray(out) != 0)
+    except Exception:
+        return True
+
+
+@rule(*ELEMENTWISE)
+def _elementwise(interp, eqn, ins):
+    shape, dtype = out_shape_dtype(eqn)
+    ins = [bcast(interp, a, shape) for a in ins]
+    nz = np.zeros(ins[0].size if ins else 0, bool)
+    for a in ins:
+        nz |= a.nz
+    if _zero_image(eqn, ins):
+        nz[:] = True
+    if not np.issubdtype(dtype, np.inexact):
+        return [unknown_like(eqn.outvars[0].aval)]
+    deps = ab.union(*[a.deps for a in ins if a.differentiable])
+    if eqn.primitive.name == "integer_pow" and eqn.params.get("y") == 0:
+        deps = None
+    return [ab.from_deps(shape, dtype, deps, nz)]
+
+
+@rule(*ZERO_DERIVATIVE)
+def _zero_derivative(interp, eqn, ins):
+    shape, dtype = out_shape_dtype(eqn)
+    if eqn.primitive.name == "stop_gradient":
+        a = ins[0]
+        return [ab.AbstractArray(shape, dtype, a.nz.copy(), None, a.value)]
+    ins = [bcast(interp, a, shape) for a in ins]
+    nz = np.zeros(int(np.prod(shape, dtype=np.int64)), bool)
+    for a in ins:
+        nz |= a.nz
+    if _zero_image(eqn, ins):
+        nz[:] = True
+    return [ab.AbstractArray(shape, dtype, nz)]
+
+
+@rule("mul")
+def _mul(interp, eqn, ins):
+    shape, dtype = out_shape_dtype(eqn)
+    a, b = (bcast(interp, x, shape) for x in ins)
+    deps = ab.union(ab.mask_rows(a.deps, b.nz), ab.mask_rows(b.deps, a.nz))
+    return [make(eqn, deps, a.nz & b.nz)]
+
+
+@rule("div")
+def _div(interp, eqn, ins):
+    shape, dtype = out_shape_dtype(eqn)
+    a, b = (bcast(interp, x, shape) for x in ins)
+    deps = ab.union(a.deps, ab.mask_rows(b.deps, a.nz))
+    return [make(eqn, deps, a.nz.copy())]
+
+
+@rule("select_n")
+def _select_n(interp, eqn, ins):
+    shape, dtype = out_shape_dtype(eqn)
+    pred, cases = ins[0], [bcast(interp, c, shape) for c in ins[1:]]
+    size = int(np.prod(shape, dtype=np.int64))
+    if pred.known:
+        which = np.broadcast_to(np.asarray(pred.value).astype(np.int64), shape).reshape(-1)
+        src = which * size + np.arange(size)
+        return [gathered(eqn, cases, src)]
+    deps = ab.union(*[c.deps for c in cases])
+    nz = np.zeros(size, bool)
+    for c in cases:
+        nz |= c.nz
+    return [make(eqn, deps, nz)]
+
+

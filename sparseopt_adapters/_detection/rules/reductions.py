@@ -1,0 +1,227 @@
+"""Reductions and contractions: reduce_*, cumulative ops, windowed reductions, dot_general,
+convolutions."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import scipy.sparse as sp
+from jax import lax
+
+from .. import _abstract as ab
+from .. import _compat
+from .._common import group_deps, make, out_shape_dtype, unknown_like
+from .._registry import rule
+from ._shared import to_src
+
+
+# -- reductions -----------------------------------------------------------------------------
+def _reduce_dest(in_shape, axes):
+    keep = [d for d in range(len(in_shape)) if d not in axes]
+    out_shape = tuple(in_shape[d] for d in keep)
+    out_ids = np.arange(int(np.prod(out_shape, dtype=np.int64))).reshape(out_shape)
+    expanded = np.expand_dims(out_ids, tuple(sorted(axes)))
+    return np.broadcast_to(expanded, in_shape).reshape(-1), int(out_ids.size)
+
+
+@rule("reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "argmax", "argmin",
+      "reduce_and", "reduce_or", "reduce_xor")
+def _reduce(interp, eqn, ins):
+    a = ins[0]
+    axes = _compat.reduce_axes(eqn.params)
+    dest, n_out = _reduce_dest(a.shape, axes)
+    rel = ab.relation(dest, np.arange(a.size), n_out, a.size)
+    shape, dtype = out_shape_dtype(eqn)
+    if not np.issubdtype(dtype, np.inexact):
+        return [unknown_like(eqn.outvars[0].aval)]
+    any_nz = np.bincount(dest, weights=a.nz, minlength=n_out) > 0
+    if eqn.primitive.name == "reduce_prod":
+        zeros = np.bincount(dest, weights=~a.nz, minlength=n_out)
+        # d(prod)/dx_i vanishes when another factor is a known zero.
+        keep = (zeros[dest] == 0) | ((zeros[dest] == 1) & ~a.nz)
+        deps = ab.apply_relation(rel, ab.mask_rows(a.deps, keep))
+        return [make(eqn, deps, zeros == 0)]
+    return [make(eqn, ab.apply_relation(rel, a.deps), any_nz)]
+
+
+@rule("cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp")
+def _cumulative(interp, eqn, ins):
+    a = ins[0]
+    axis, reverse = _compat.cumulative_params(eqn.params)
+    n = a.shape[axis]
+    idx = np.arange(a.size).reshape(a.shape)
+    moved = np.moveaxis(idx, axis, -1).reshape(-1, n)
+    k, j = np.tril_indices(n) if not reverse else np.triu_indices(n)
+    out_idx = moved[:, k].reshape(-1)
+    in_idx = moved[:, j].reshape(-1)
+    rel = ab.relation(out_idx, in_idx, a.size, a.size)
+    nz = (rel @ a.nz.astype(np.float64)) > 0
+    if eqn.primitive.name in ("cumprod", "cumlogsumexp"):
+        nz = np.ones(a.size, bool)
+    return [make(eqn, ab.apply_relation(rel, a.deps), nz)]
+
+
+def _window_relation(in_shape, params):
+    """(out_flat, in_flat) pairs of reduce_window: which inputs each output window reads."""
+    wd = params["window_dimensions"]
+    ws = params["window_strides"]
+    pad = params["padding"]
+    bd = params.get("base_dilation") or (1,) * len(in_shape)
+    wdil = params.get("window_dilation") or (1,) * len(in_shape)
+    ids = np.arange(1, int(np.prod(in_shape)) + 1, dtype=np.int64).reshape(in_shape)
+    dil_shape = tuple((s - 1) * b + 1 if s else 0 for s, b in zip(in_shape, bd, strict=True))
+    dilated = np.zeros(dil_shape, np.int64)
+    dilated[tuple(slice(None, None, b) for b in bd)] = ids
+    padded = np.pad(dilated, [(max(lo, 0), max(hi, 0)) for lo, hi in pad])
+    # negative padding crops
+    crop = tuple(
+        slice(-lo if lo < 0 else 0, padded.shape[d] + hi if hi < 0 else None)
+        for d, (lo, hi) in enumerate(pad)
+    )
+    padded = padded[crop]
+    eff = [(w - 1) * d + 1 for w, d in zip(wd, wdil, strict=True)]
+    out_shape = tuple(
+        (p - e) // s + 1 if p >= e else 0
+        for p, e, s in zip(padded.shape, eff, ws, strict=True)
+    )
+    out_ids = np.arange(int(np.prod(out_shape))).reshape(out_shape)
+    outs, ins_ = [], []
+    for w in itertools.product(*[range(x) for x in wd]):
+        sl = tuple(
+            slice(w_d * dl, w_d * dl + (o - 1) * s + 1, s) if o else slice(0, 0)
+            for w_d, dl, o, s in zip(w, wdil, out_shape, ws, strict=True)
+        )
+        src = padded[sl]
+        ok = src > 0
+        outs.append(out_ids[ok])
+        ins_.append(src[ok] - 1)
+    return np.concatenate(outs), np.concatenate(ins_), int(out_ids.size)
+
+
+@rule("reduce_window_sum", "reduce_window_max", "reduce_window_min", "reduce_window")
+def _reduce_window(interp, eqn, ins):
+    n_op = len(eqn.outvars)
+    operands = ins[:n_op]
+    a = operands[0]
+    o_idx, i_idx, n_out = _window_relation(a.shape, eqn.params)
+    rel = ab.relation(o_idx, i_idx, n_out, a.size)
+    results = []
+    for k in range(n_op):
+        deps = ab.union(*[ab.apply_relation(rel, op.deps) for op in operands])
+        results.append(make(eqn, deps, np.ones(n_out, bool), k))
+    return results
+
+
+# -- dot_general ----------------------------------------------------------------------------
+def _canonical(a: ab.AbstractArray, batch, free, contract):
+    perm = tuple(batch) + tuple(free) + tuple(contract)
+    idx = np.arange(a.size).reshape(a.shape).transpose(perm).reshape(-1)
+    nz = a.nz[idx]
+    deps = a.deps[idx] if a.deps is not None else None
+    return nz, deps
+
+
+def _join(keys, csr):
+    """All pairs (k, c) with c a column of row ``keys[k]`` of ``csr``."""
+    counts = np.diff(csr.indptr)[keys]
+    left = np.repeat(np.arange(keys.size, dtype=np.int64), counts)
+    starts = np.repeat(csr.indptr[keys], counts)
+    offs = np.arange(left.size, dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    return left, csr.indices[starts + offs].astype(np.int64)
+
+
+@rule("dot_general")
+def _dot_general(interp, eqn, ins):
+    lhs, rhs = ins
+    (lc, rc), (lb, rb) = _compat.dot_dimension_numbers(eqn.params)
+    lf = [d for d in range(len(lhs.shape)) if d not in lc and d not in lb]
+    rf = [d for d in range(len(rhs.shape)) if d not in rc and d not in rb]
+    B = int(np.prod([lhs.shape[d] for d in lb], dtype=np.int64))
+    I = int(np.prod([lhs.shape[d] for d in lf], dtype=np.int64))
+    J = int(np.prod([lhs.shape[d] for d in lc], dtype=np.int64))
+    K = int(np.prod([rhs.shape[d] for d in rf], dtype=np.int64))
+    nzA, depsA = _canonical(lhs, lb, lf, lc)  # (B, I, J)
+    nzB, depsB = _canonical(rhs, rb, rc, rf)  # (B, J, K)
+    n_out = B * I * K
+    # nz of the product: does some j pair a possible nonzero A[b,i,j] with B[b,j,k]?
+    nz = None
+    if B * I * J * K <= 2e8:
+        a3 = nzA.reshape(B, I, J).astype(np.float32)
+        b3 = nzB.reshape(B, J, K).astype(np.float32)
+        nz = (np.matmul(a3, b3) > 0).reshape(-1)
+    a_bj = sp.csr_array(nzA.reshape(B, I, J).transpose(0, 2, 1).reshape(B * J, I))
+    b_bj = sp.csr_array(nzB.reshape(B * J, K))
+    if nz is None:
+        aa = np.nonzero(nzA)[0]
+        keys = (aa // (I * J)) * J + aa % J
+        left, k = _join(keys, b_bj)
+        bi = aa[left] // J
+        nz = np.zeros(n_out, bool)
+        nz[bi * K + k] = True
+    deps = []
+    if depsA is not None:
+        rows_a = np.nonzero(np.diff(depsA.indptr) > 0)[0]  # flat (b, i, j)
+        keys = (rows_a // (I * J)) * J + rows_a % J
+        left, k = _join(keys, b_bj)
+        out = (rows_a[left] // J) * K + k
+        rel = ab.relation(out, rows_a[left], n_out, B * I * J)
+        deps.append(ab.apply_relation(rel, depsA))
+    if depsB is not None:
+        rows_b = np.nonzero(np.diff(depsB.indptr) > 0)[0]  # flat (b, j, k)
+        keys = rows_b // K  # b*J + j
+        left, i = _join(keys, a_bj)
+        bsel = rows_b[left] // (J * K)
+        out = (bsel * I + i) * K + rows_b[left] % K
+        rel = ab.relation(out, rows_b[left], n_out, B * J * K)
+        deps.append(ab.apply_relation(rel, depsB))
+    return [make(eqn, ab.union(*deps), nz)]
+
+
+@rule("conv_general_dilated")
+def _conv(interp, eqn, ins):
+    lhs, rhs = ins
+    p = _compat.conv_params(eqn.params)
+    dn = p["dimension_numbers"]
+    if p["feature_group_count"] != 1 or p["batch_group_count"] != 1:
+        return None
+    lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+    # Patches of lhs ids: for each output (n, spatial) the lhs elements its window reads.
+    ids = (np.arange(lhs.size, dtype=np.float64) + 1).reshape(lhs.shape)
+    n_sp = len(lhs.shape) - 2
+    rhs_spatial = tuple(rhs.shape[d] for d in rhs_spec[2:])
+    lhs_c = lhs.shape[lhs_spec[1]]
+    pat = lax.conv_general_dilated_patches(
+        ids, rhs_spatial, p["window_strides"], p["padding"], p["lhs_dilation"],
+        p["rhs_dilation"], dimension_numbers=dn, precision=lax.Precision.HIGHEST,
+    )
+    pat = np.asarray(pat)
+    out_shape = eqn.outvars[0].aval.shape
+    # pat has the output layout with C_in * prod(window) features in the out feature dim.
+    pat = np.moveaxis(pat, (out_spec[0], out_spec[1]), (0, 1))  # (N, F, *spatial)
+    n_batch = pat.shape[0]
+    out_idx = np.arange(int(np.prod(out_shape))).reshape(out_shape)
+    out_idx = np.moveaxis(out_idx, (out_spec[0], out_spec[1]), (0, 1))  # (N, O, *spatial)
+    n_o = out_idx.shape[1]
+    # lhs dependence: out[n, o, s] reads every patch feature of (n, s) (all o).
+    src = to_src(pat)
+    src = src.reshape(pat.shape)
+    o_rep = np.broadcast_to(out_idx[:, :, None], (n_batch, n_o, pat.shape[1]) + out_idx.shape[2:])
+    s_rep = np.broadcast_to(src[:, None], o_rep.shape)
+    ok = s_rep >= 0
+    rel_l = ab.relation(o_rep[ok], s_rep[ok], out_idx.size, lhs.size)
+    deps = [ab.apply_relation(rel_l, lhs.deps)]
+    if rhs.has_deps:
+        # rhs dependence: out[n, o, s] depends on kernel slice o (all in-channels, window).
+        r_idx = np.moveaxis(np.arange(rhs.size).reshape(rhs.shape), rhs_spec[0], 0)
+        r_groups = np.empty(rhs.size, np.int64)
+        r_groups[r_idx.reshape(-1)] = np.repeat(np.arange(r_idx.shape[0]), r_idx[0].size)
+        o_groups = np.empty(out_idx.size, np.int64)
+        o_groups[out_idx.reshape(-1)] = np.broadcast_to(
+            np.arange(n_o)[None, :, None], (n_batch, n_o, int(np.prod(out_idx.shape[2:])))
+        ).reshape(-1)
+        deps.append(group_deps(o_groups, r_groups, n_o, rhs.deps))
+    del lhs_c, n_sp
+    return [make(eqn, ab.union(*deps), np.ones(out_idx.size, bool))]
+
+
