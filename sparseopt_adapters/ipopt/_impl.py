@@ -28,8 +28,15 @@ from ._nlp import _NLP
 
 __all__ = ["Problem", "minimize", "DEFAULT_OPTIONS"]
 
-DEFAULT_OPTIONS: dict[str, Any] = {"tol": 1e-8, "print_level": 0, "sb": "yes"}
-"""Options `Problem` and `minimize` set unless the caller sets them (``sb``: no banner)."""
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "tol": 1e-8, "print_level": 0, "sb": "yes", "mu_strategy": "monotone"}
+"""Options `Problem` and `minimize` set unless the caller sets them (``sb``: no banner).
+
+``mu_strategy='monotone'`` is IPOPT's own default (and CasADi's, and `cyipopt.Problem`'s);
+`cyipopt.minimize_ipopt` alone switches to ``'adaptive'``. We keep IPOPT's: `Problem` and
+`minimize` then run the same algorithm, and a comparison with CasADi or the IPOPT
+documentation holds option for option. A cyipopt user who wants ``minimize_ipopt``'s
+iterates passes ``options={'mu_strategy': 'adaptive'}``."""
 
 # scipy spellings accepted in ``options`` (as cyipopt's ``minimize_ipopt`` does)
 _ALIASES = {"maxiter": "max_iter", "disp": "print_level"}
@@ -200,7 +207,12 @@ class Problem(cyipopt.Problem):
     Attributes:
         n, m: number of variables and of constraint rows.
         nlp: the compiled evaluations (counters, timers, patterns).
-        setup_time: seconds spent on detection/coloring and compilation.
+        setup_time: seconds this construction spent on ``variables``,
+            ``sparsity_and_coloring`` and ``compile`` (0 when the setup came from the setup
+            cache: same ``fun``/constraint function objects, shapes, dtypes and static
+            arguments as an earlier problem) and in ``total``.
+        compilations: XLA compilations this construction caused (``count``,
+            ``evaluators``, ``seconds``); 0 on a setup-cache hit.
         ipopt_library: the IPOPT build in use: path, version, linear solver, ordering.
 
     Example:
@@ -268,6 +280,10 @@ class Problem(cyipopt.Problem):
     @property
     def setup_time(self) -> dict[str, float]:
         return dict(self.nlp.setup_time)
+
+    @property
+    def compilations(self) -> dict[str, float]:
+        return dict(self.nlp.compilations)
 
     def add_option(self, keyword, val):
         """`cyipopt.Problem.add_option`, with IPOPT's own message in a ``ValueError``.
@@ -424,6 +440,15 @@ def minimize(
     of a compiled function, with objective + constraints and gradient + Jacobian each fused
     into one evaluation per point.
 
+    Setup is paid once: a second call with the same ``fun`` and constraint function
+    objects, the same shapes and dtypes of ``x0`` and ``args`` and the same static
+    arguments reuses the detection, colouring and compiled executables (``setup_time`` is
+    then 0 but for ``total``; see ``sa.cache_info()``, ``sa.clear_cache()``,
+    ``sa.set_cache_size(0)`` to opt out). A new lambda per call is a new function and
+    sets up anew, as with `jax.jit`. Across runs of a script, JAX's persistent compilation
+    cache skips the XLA compilations: ``jax.config.update("jax_compilation_cache_dir",
+    "/tmp/jax_cache")``.
+
     NaN/inf: a non-finite objective or constraint value at a trial point is reported to IPOPT
     as an evaluation error, so IPOPT cuts the step back (its documented behaviour); a
     non-finite gradient, Jacobian or Hessian stops IPOPT (status -13). Either way the
@@ -446,7 +471,9 @@ def minimize(
             ``{'type': 'eq' | 'ineq', 'fun': f, 'args': (...)}`` with ``ineq`` meaning
             ``f >= 0``, or a list of these.
         options: IPOPT options, passed to ``add_option`` after `DEFAULT_OPTIONS`
-            (``tol=1e-8``, ``print_level=0``, ``sb='yes'``); ``maxiter`` and ``disp`` are
+            (``tol=1e-8``, ``print_level=0``, ``sb='yes'``, ``mu_strategy='monotone'``:
+            IPOPT's default, where `cyipopt.minimize_ipopt` sets ``'adaptive'``; see
+            `DEFAULT_OPTIONS`); ``maxiter`` and ``disp`` are
             accepted as aliases. A name IPOPT does not know raises ``ValueError`` with IPOPT's
             message. ``hessian_approximation='limited-memory'`` skips the Hessian.
         callback: ``callback(intermediate_result)`` after each iteration, with an
@@ -470,9 +497,10 @@ def minimize(
         ``njev``, ``nhev`` (IPOPT's callback calls), ``constr`` (one array per constraint),
         ``g`` (all constraint rows), ``mult_g`` / ``mult_x_L`` / ``mult_x_U`` (IPOPT's
         multipliers: the Lagrangian is ``f + mult_gᵀ g`` ), ``info`` (IPOPT's info dict),
-        ``nonfinite`` (NaN/inf counts per quantity), ``setup_time`` and ``timing``
-        (seconds in our callbacks vs the whole solve), ``ipopt_library`` (``backend``,
-        ``path``, ``version``, ``linear_solver``, ``ordering`` of the IPOPT used).
+        ``nonfinite`` (NaN/inf counts per quantity), ``setup_time``, ``compilations``
+        and ``timing`` (seconds in our callbacks vs the whole solve), ``ipopt_library``
+        (``backend``, ``path``, ``version``, ``linear_solver``, ``ordering`` of the IPOPT
+        used).
 
     Example:
         >>> import jax.numpy as jnp
@@ -531,6 +559,7 @@ def _solve(prob: Problem, x=None) -> OptimizeResult:
         info=info,
         nonfinite=dict(nlp.nonfinite.counts),
         setup_time=prob.setup_time,
+        compilations=prob.compilations,
         timing=timing,
         ipopt_library=prob.ipopt_library,
     )

@@ -7,7 +7,8 @@
   ``trust-constr``) with the gradient, a colored sparse Hessian and constraints carrying sparse
   Jacobians and exact ``hess(x, v)``.
 - [`least_squares`][sparseopt_adapters.scipy.least_squares]: ``scipy.optimize.least_squares``
-  with a colored sparse Jacobian and LSMR tolerances that do not stall.
+  with a colored sparse Jacobian and LSMR tolerances that do not stall (a dense Jacobian and
+  scipy's exact trust-region solver up to `EXACT_MAX_N` variables).
 - [`derivatives`][sparseopt_adapters.scipy.derivatives]: ``fun``/``jac``/``hess``/``hessp``
   to hand to scipy yourself.
 - [`nonlinear_constraint`][sparseopt_adapters.scipy.nonlinear_constraint]: a
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from sparseopt_adapters.scipy._impl import DEFAULT_TR_OPTIONS as DEFAULT_TR_OPTIONS
 from sparseopt_adapters.scipy._impl import DENSE_LIMIT as DENSE_LIMIT
+from sparseopt_adapters.scipy._impl import EXACT_MAX_N as EXACT_MAX_N
 from sparseopt_adapters.scipy._impl import LSMR_MAXITER_FACTOR as LSMR_MAXITER_FACTOR
 from sparseopt_adapters.scipy._impl import Derivatives as Derivatives
 from sparseopt_adapters.scipy._impl import derivatives as derivatives
@@ -28,6 +30,7 @@ from sparseopt_adapters.scipy._impl import nonlinear_constraint as nonlinear_con
 __all__ = [
     "DEFAULT_TR_OPTIONS",
     "DENSE_LIMIT",
+    "EXACT_MAX_N",
     "LSMR_MAXITER_FACTOR",
     "Derivatives",
     "derivatives",

@@ -21,15 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize as so
 import scipy.sparse as sp
-from jax.flatten_util import ravel_pytree
 from scipy.sparse.linalg import LinearOperator
 
+from sparseopt_adapters._cache import cached
 from sparseopt_adapters._compressed import (
     SparseHessian,
     SparseJacobian,
@@ -37,7 +36,20 @@ from sparseopt_adapters._compressed import (
     sparse_jacobian,
 )
 from sparseopt_adapters._detection import hessian_sparsity, jacobian_sparsity
-from sparseopt_adapters._parametrization import ravel_parameters, unwrap_fixed
+from sparseopt_adapters._host import (
+    Variables,
+    XCache,
+    as_float_vector,
+    canonical_bounds,
+    check_options,
+    normalize_constraints,
+    require_x64,
+    scalar_function,
+    setup_key,
+    split_args,
+    to_numpy,
+    vector_function,
+)
 from sparseopt_adapters._pattern import SparsityPattern
 
 __all__ = [
@@ -47,6 +59,7 @@ __all__ = [
     "minimize",
     "least_squares",
     "DENSE_LIMIT",
+    "EXACT_MAX_N",
     "DEFAULT_TR_OPTIONS",
     "LSMR_MAXITER_FACTOR",
 ]
@@ -55,6 +68,14 @@ __all__ = [
 #: methods that only take dense matrices (``least_squares(method='lm')``,
 #: ``tr_solver='exact'``, ``minimize(method='trust-exact' | 'dogleg')``): 10⁷ float64 = 80 MB.
 DENSE_LIMIT = 10_000_000
+
+#: `least_squares` hands scipy a *dense* Jacobian (so scipy uses ``tr_solver='exact'``, an
+#: SVD per step) when ``n`` is at most this (and ``m·n <= DENSE_LIMIT``) unless
+#: ``tr_solver`` is given. With a sparse Jacobian scipy always uses LSMR, which crashes on 1
+#: variable (IndexError in its 2-D subspace step), stops at ~1e-16 where the exact solver
+#: gives 0 on tiny problems, and was slower at every n measured up to 100 (see
+#: ``benchmarks/bench_scipy.py --exact-threshold``).
+EXACT_MAX_N = 100
 
 #: LSMR tolerances `least_squares` uses unless ``tr_options`` names them.
 DEFAULT_TR_OPTIONS = {"atol": 1e-12, "btol": 1e-12}
@@ -75,32 +96,8 @@ _OLD_STYLE_CONSTRAINTS = {"slsqp", "cobyla"}
 # ---------------------------------------------------------------------------------------
 # boundary helpers
 # ---------------------------------------------------------------------------------------
-def _as_float_vector(x, n: int, what: str) -> np.ndarray:
-    """A float64 copy of ``x`` with shape ``(n,)`` (scipy sends int8 probes, lists, ...)."""
-    a = np.asarray(x)
-    if a.dtype != np.float64:
-        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
-            raise TypeError(f"{what}: expected a real vector of length {n}, got dtype {a.dtype}.")
-        if np.issubdtype(a.dtype, np.complexfloating):
-            raise TypeError(
-                f"{what}: got a complex vector; the derivatives are real. scipy does not send "
-                "complex vectors unless finite differences use 'cs': pass real vectors."
-            )
-        a = a.astype(np.float64)
-    if a.shape != (n,):
-        if a.size == n:
-            a = a.reshape(n)
-        else:
-            raise ValueError(
-                f"{what}: expected a vector of {n} entries (the flat parameters), got shape "
-                f"{a.shape}."
-            )
-    return a
-
-
-def _to_numpy(v) -> np.ndarray:
-    """A writable float64 numpy copy (scipy scales Jacobians and residuals in place)."""
-    return np.array(v, dtype=np.float64, copy=True)
+_as_float_vector = as_float_vector
+_to_numpy = to_numpy
 
 
 def _no_extra_args(args, name):
@@ -113,95 +110,26 @@ def _no_extra_args(args, name):
         )
 
 
-def _is_plain_array(x0) -> bool:
-    if isinstance(x0, np.ndarray | jax.Array):
-        return True
-    if isinstance(x0, float | int | np.floating | np.integer):
-        return True
-    if isinstance(x0, list | tuple):
-        try:
-            a = np.asarray(x0)
-        except (ValueError, TypeError):
-            return False
-        return a.dtype != object and (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_)
-    return False
-
-
-class _Variables:
-    """The map between scipy's flat float64 vector and the user's ``x`` (array or pytree)."""
-
-    def __init__(self, x0, caller: str):
-        self.plain = _is_plain_array(x0)
-        if self.plain:
-            a = np.asarray(x0)
-            if np.issubdtype(a.dtype, np.complexfloating):
-                raise TypeError(f"{caller}: x0 is complex; the scipy solvers are real.")
-            self.shape = a.shape
-            self.x0 = np.array(a, dtype=np.float64).reshape(-1)
-            shape = self.shape
-            self._unravel = lambda z: jnp.reshape(z, shape)
-        else:
-            try:
-                flat, unravel = ravel_parameters(x0)
-            except TypeError as e:
-                raise TypeError(f"{caller}: could not flatten x0: {e}") from e
-            self.x0 = np.array(flat, dtype=np.float64)
-            self._unravel = unravel
-        self.n = int(self.x0.size)
-        if self.n == 0:
-            raise ValueError(f"{caller}: x0 has no floating-point entries to optimise.")
-
-    def to_user(self, z):
-        """Traceable: flat vector -> what the user's function takes."""
-        return self._unravel(z) if self.plain else unwrap_fixed(self._unravel(z))
-
-    def result_x(self, z):
-        """Flat solution -> x in x0's structure (numpy for plain arrays)."""
-        z = np.asarray(z, dtype=np.float64)
-        if self.plain:
-            return z.reshape(self.shape) if self.shape != () else z.reshape(())
-        return self._unravel(jnp.asarray(z))
-
-
-def _split_args(args, caller: str):
-    if not isinstance(args, tuple):
-        args = (args,)
-    dyn, static = eqx.partition(args, eqx.is_array)
-    return dyn, static, args
-
-
-def _scalar_fun(fun, variables: _Variables, args, caller: str):
-    """``fz(z, dyn) -> float64 scalar`` and the bound ``dyn``."""
-    if not callable(fun):
-        raise TypeError(f"{caller}: fun must be callable, got {type(fun).__name__}.")
-    dyn, static, _ = _split_args(args, caller)
-
-    def fz(z, dyn):
-        out = fun(variables.to_user(z), *eqx.combine(dyn, static))
-        out = jnp.asarray(out)
-        if out.size != 1:
-            raise ValueError(
-                f"{caller}: fun must return a scalar, got an array of shape {out.shape}. For "
-                "a residual vector use sparseopt_adapters.scipy.least_squares."
-            )
-        return jnp.reshape(out, ()).astype(jnp.float64)
-
-    jax.eval_shape(fz, jnp.asarray(variables.x0), dyn)  # fail early, with the message above
+def _scalar_fun(fun, variables: Variables, args, caller: str):
+    """``fz(z, dyn) -> float64 scalar`` and the bound ``dyn`` (checked by tracing once)."""
+    dyn, static = split_args(args)
+    fz = scalar_function(fun, variables, static, caller,
+                         "For a residual vector use sparseopt_adapters.scipy.least_squares.")
+    jax.eval_shape(fz, jnp.asarray(variables.x0), dyn)  # fail early, with a clear message
     return fz, dyn
 
 
-def _vector_fun(fun, variables: _Variables, args, caller: str):
-    """``rz(z, dyn) -> 1-D float64`` (outputs raveled) and the bound ``dyn``."""
-    if not callable(fun):
-        raise TypeError(f"{caller}: fun must be callable, got {type(fun).__name__}.")
-    dyn, static, _ = _split_args(args, caller)
-
-    def rz(z, dyn):
-        out = fun(variables.to_user(z), *eqx.combine(dyn, static))
-        return ravel_pytree(out)[0].astype(jnp.float64)
-
+def _vector_fun(fun, variables: Variables, args, caller: str, what: str = "fun"):
+    """``rz(z, dyn) -> 1-D float64`` (outputs raveled), the bound ``dyn`` and the length."""
+    dyn, static = split_args(args)
+    rz = vector_function(fun, variables, static, caller, what)
     m = int(jax.eval_shape(rz, jnp.asarray(variables.x0), dyn).shape[0])
     return rz, dyn, m
+
+
+def _key(variables: Variables, args, *extra):
+    """Setup-cache key: detection here closes over the arguments, so arrays count by value."""
+    return (setup_key(variables, args, args_by_value=True), *extra)
 
 
 def _hess_pattern(fz, z0, dyn) -> SparsityPattern:
@@ -237,6 +165,32 @@ def _dense_check(shape, what: str, hint: str):
 # ---------------------------------------------------------------------------------------
 # objective derivatives
 # ---------------------------------------------------------------------------------------
+class _ObjectiveSetup:
+    """The reusable part of `Derivatives` (held by the setup cache): the flat objective,
+    its jitted value-and-gradient and HVP, and the lazily built pattern and sparse Hessian."""
+
+    def __init__(self, fun, variables: Variables, args, caller: str, hess_pattern):
+        self.fz, self.dyn0 = _scalar_fun(fun, variables, args, caller)
+        self.z0 = jnp.asarray(variables.x0)
+        self.value_and_grad = jax.jit(jax.value_and_grad(self.fz))
+        self.hvp = _hvp_fn(self.fz)
+        self._pattern = hess_pattern
+        self._hessian: SparseHessian | None = None
+
+    @property
+    def hess_pattern(self) -> SparsityPattern:
+        if self._pattern is None:
+            self._pattern = _hess_pattern(self.fz, self.z0, self.dyn0)
+        return self._pattern
+
+    @property
+    def hessian(self) -> SparseHessian:
+        if self._hessian is None:
+            self._hessian = sparse_hessian(self.fz, self.z0, self.dyn0,
+                                           pattern=self.hess_pattern)
+        return self._hessian
+
+
 class Derivatives:
     """Exact derivatives of a scalar JAX function, in the form scipy.optimize calls them.
 
@@ -251,41 +205,37 @@ class Derivatives:
         counts: how often each quantity was computed: ``{"fun_grad", "hess", "hessp"}``.
     """
 
-    def __init__(self, fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None):
-        self._vars = _Variables(x0, "derivatives")
-        self._fz, self._dyn = _scalar_fun(fun, self._vars, args, "derivatives")
+    def __init__(self, fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None,
+                 caller: str = "derivatives"):
+        require_x64(caller, "scipy.optimize")
+        self._vars = Variables(x0, caller)
         self.x0 = self._vars.x0.copy()
         self.n = self._vars.n
-        self._value_and_grad = jax.jit(jax.value_and_grad(self._fz))
-        self._hvp = _hvp_fn(self._fz)
-        self._pattern = hess_pattern
-        if hess_pattern is not None and hess_pattern.shape != (self.n, self.n):
+        if hess_pattern is not None and (not isinstance(hess_pattern, SparsityPattern)
+                                         or hess_pattern.shape != (self.n, self.n)):
             raise ValueError(
-                f"derivatives: hess_pattern has shape {hess_pattern.shape}, but x0 has "
-                f"{self.n} entries, so the Hessian is {(self.n, self.n)}."
+                f"{caller}: hess_pattern must be a SparsityPattern of shape "
+                f"{(self.n, self.n)} (x0 has {self.n} entries), got {hess_pattern!r}."
             )
-        self._hessian: SparseHessian | None = None
-        self._x = None
-        self._f = None
-        self._g = None
+        key = _key(self._vars, args, hess_pattern)
+        self._setup = cached("scipy.objective", (fun,), key,
+                             lambda: _ObjectiveSetup(fun, self._vars, args, caller, hess_pattern))
+        self._fz = self._setup.fz
+        self._dyn, _ = split_args(args)
+        vg, dyn = self._setup.value_and_grad, self._dyn
+        self._fg = XCache(lambda x: vg(x, dyn), lambda r: (float(r[0]), to_numpy(r[1])))
         self.counts = {"fun_grad": 0, "hess": 0, "hessp": 0}
 
     # -- structure --------------------------------------------------------------------
     @property
     def hess_pattern(self) -> SparsityPattern:
         """The global Hessian pattern (detected on first use)."""
-        if self._pattern is None:
-            self._pattern = _hess_pattern(self._fz, jnp.asarray(self.x0), self._dyn)
-        return self._pattern
+        return self._setup.hess_pattern
 
     @property
     def hessian(self) -> SparseHessian:
         """The underlying compressed [`SparseHessian`][] (built on first use)."""
-        if self._hessian is None:
-            self._hessian = sparse_hessian(
-                self._fz, jnp.asarray(self.x0), self._dyn, pattern=self.hess_pattern
-            )
-        return self._hessian
+        return self._setup.hessian
 
     @property
     def n_colors(self) -> int:
@@ -299,13 +249,10 @@ class Derivatives:
     # -- evaluation -------------------------------------------------------------------
     def _eval(self, x):
         x = _as_float_vector(x, self.n, "Derivatives")
-        if self._x is None or not np.array_equal(x, self._x):
-            f, g = self._value_and_grad(x, self._dyn)
-            self._f = float(f)
-            self._g = _to_numpy(g)
-            self._x = x.copy()
-            self.counts["fun_grad"] += 1
-        return self._f, self._g
+        before = self._fg.count
+        out = self._fg(x)
+        self.counts["fun_grad"] += self._fg.count - before
+        return out
 
     def fun(self, x, *args) -> float:
         """The objective at ``x`` (a float)."""
@@ -337,7 +284,7 @@ class Derivatives:
         x = _as_float_vector(x, self.n, "Derivatives.hessp")
         p = _as_float_vector(p, self.n, "Derivatives.hessp")
         self.counts["hessp"] += 1
-        return _to_numpy(self._hvp(x, p, self._dyn))
+        return _to_numpy(self._setup.hvp(x, p, self._dyn))
 
     def hess_operator(self, x, *args) -> LinearOperator:
         """The Hessian at ``x`` as a matrix-free ``LinearOperator`` (products by `hessp`)."""
@@ -353,7 +300,7 @@ class Derivatives:
         return self.hess(x).toarray()
 
     def __repr__(self) -> str:
-        h = f", {self._hessian!r}" if self._hessian is not None else ""
+        h = f", {self._setup._hessian!r}" if self._setup._hessian is not None else ""
         return f"Derivatives(n={self.n}{h})"
 
 
@@ -397,37 +344,39 @@ def derivatives(fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None
 # ---------------------------------------------------------------------------------------
 # constraints
 # ---------------------------------------------------------------------------------------
-class _ConstraintDerivatives:
-    """Value, sparse Jacobian and ``∇²(vᵀc)`` of one vector constraint on the flat x."""
+class _ConstraintSetup:
+    """The reusable part of `_ConstraintDerivatives` (held by the setup cache)."""
 
-    def __init__(self, cfun, variables: _Variables, args, caller: str, hessian: str):
-        self._rz, self._dyn, self.m = _vector_fun(cfun, variables, args, caller)
-        self.n = variables.n
-        z0 = jnp.asarray(variables.x0)
-        self._c = jax.jit(self._rz)
-        self.jacobian: SparseJacobian = sparse_jacobian(
-            self._rz, z0, self._dyn, pattern=_jac_pattern(self._rz, z0, self._dyn)
-        )
-        rz = self._rz
+    def __init__(self, cfun, variables: Variables, args, caller: str, what: str):
+        self.rz, self.dyn0, self.m = _vector_fun(cfun, variables, args, caller, what)
+        self.z0 = jnp.asarray(variables.x0)
+        self.c = jax.jit(self.rz)
+        rz = self.rz
 
         def vc(z, v, dyn):
             return jnp.dot(v, rz(z, dyn))
 
-        self._vc = vc
-        self._hvp = jax.jit(
+        self.vc = vc
+        self.hvp = jax.jit(
             lambda z, v, p, dyn: jax.jvp(jax.grad(lambda q: vc(q, v, dyn)), (z,), (p,))[1]
         )
+        self._jacobian = None
         self._hess_pattern = None
         self._hessian = None
-        self._hessian_mode = hessian
-        self._z0 = z0
+
+    @property
+    def jacobian(self) -> SparseJacobian:
+        if self._jacobian is None:
+            self._jacobian = sparse_jacobian(
+                self.rz, self.z0, self.dyn0, pattern=_jac_pattern(self.rz, self.z0, self.dyn0))
+        return self._jacobian
 
     @property
     def hess_pattern(self) -> SparsityPattern:
         if self._hess_pattern is None:
-            rz = self._rz
+            rz = self.rz
             self._hess_pattern = _hess_pattern(
-                lambda z, dyn: jnp.sum(rz(z, dyn)), self._z0, self._dyn
+                lambda z, dyn: jnp.sum(rz(z, dyn)), self.z0, self.dyn0
             )
         return self._hess_pattern
 
@@ -435,12 +384,38 @@ class _ConstraintDerivatives:
     def hessian(self) -> SparseHessian:
         if self._hessian is None:
             self._hessian = sparse_hessian(
-                self._vc, self._z0, jnp.zeros(self.m), self._dyn, pattern=self.hess_pattern
+                self.vc, self.z0, jnp.zeros(self.m), self.dyn0, pattern=self.hess_pattern
             )
         return self._hessian
 
+
+class _ConstraintDerivatives:
+    """Value, sparse Jacobian and ``∇²(vᵀc)`` of one vector constraint on the flat x."""
+
+    def __init__(self, cfun, variables: Variables, args, caller: str, hessian: str,
+                 what: str = "fun"):
+        self._setup = cached(
+            "scipy.constraint", (cfun,), _key(variables, args),
+            lambda: _ConstraintSetup(cfun, variables, args, caller, what))
+        self._dyn, _ = split_args(args)
+        self.m = self._setup.m
+        self.n = variables.n
+        self._hessian_mode = hessian
+
+    @property
+    def jacobian(self) -> SparseJacobian:
+        return self._setup.jacobian
+
+    @property
+    def hess_pattern(self) -> SparsityPattern:
+        return self._setup.hess_pattern
+
+    @property
+    def hessian(self) -> SparseHessian:
+        return self._setup.hessian
+
     def fun(self, x):
-        return _to_numpy(self._c(_as_float_vector(x, self.n, "constraint fun"), self._dyn))
+        return _to_numpy(self._setup.c(_as_float_vector(x, self.n, "constraint fun"), self._dyn))
 
     def jac(self, x):
         x = _as_float_vector(x, self.n, "constraint jac")
@@ -456,8 +431,9 @@ class _ConstraintDerivatives:
         v = _as_float_vector(v, self.m, "constraint hess (multipliers v)")
         if _use_operator(self._hessian_mode, self.hess_pattern):
             x = x.copy()
+            hvp, dyn = self._setup.hvp, self._dyn
             mv = lambda p: _to_numpy(
-                self._hvp(x, v, _as_float_vector(p, self.n, "constraint hess matvec"), self._dyn)
+                hvp(x, v, _as_float_vector(p, self.n, "constraint hess matvec"), dyn)
             )
             return LinearOperator((self.n, self.n), matvec=mv, rmatvec=mv, dtype=np.float64)
         H = self.hessian
@@ -509,10 +485,15 @@ def nonlinear_constraint(
                [1., 0.]])
     """
     _check_hessian_mode(hessian, "nonlinear_constraint")
-    variables = _Variables(x0, "nonlinear_constraint")
+    require_x64("nonlinear_constraint", "scipy.optimize")
+    variables = Variables(x0, "nonlinear_constraint")
     cd = _ConstraintDerivatives(fun, variables, args, "nonlinear_constraint", hessian)
+    from sparseopt_adapters._host import Constraint
+
+    lo, hi = Constraint(fun, args, lb, ub, "the constraint", "nonlinear").limits(
+        cd.m, "nonlinear_constraint")
     return so.NonlinearConstraint(
-        cd.fun, lb, ub, jac=cd.jac, hess=cd.hess, keep_feasible=keep_feasible
+        cd.fun, lo, hi, jac=cd.jac, hess=cd.hess, keep_feasible=keep_feasible
     )
 
 
@@ -523,104 +504,76 @@ def _check_hessian_mode(hessian, caller):
         )
 
 
-def _convert_constraints(constraints, variables: _Variables, method: str, hessian: str):
-    """User constraints -> what scipy's ``method`` takes, with our derivatives filled in."""
-    if isinstance(constraints, dict | so.NonlinearConstraint | so.LinearConstraint):
-        constraints = [constraints]
+def _convert_constraints(constraints, variables: Variables, method: str, hessian: str):
+    """User constraints -> what scipy's ``method`` takes, with our derivatives filled in.
+
+    Canonical form and validation (keys, types, limit lengths, ``lb <= ub``) are the host
+    layer's (`_host.normalize_constraints`), shared with the IPOPT adapter. A ``jac`` or
+    ``hess`` the user set is kept (scipy's meaning); the IPOPT adapter ignores them.
+    """
+    caller = "minimize"
     out = []
-    for k, con in enumerate(constraints):
-        where = f"minimize: constraints[{k}]"
-        if isinstance(con, so.LinearConstraint):
-            out.append(con)
+    for con in normalize_constraints(constraints, caller):
+        where = f"{caller}: {con.label}"
+        if con.kind == "linear":
+            A = con.original.A
+            rows = 1 if np.ndim(A) == 1 else int(A.shape[0])
+            lo, hi = con.limits(rows, caller)
+            out.append(so.LinearConstraint(A, lo, hi, keep_feasible=con.keep_feasible))
             continue
-        if isinstance(con, so.NonlinearConstraint):
-            cfun, cargs = con.fun, ()
-            lb, ub, keep = con.lb, con.ub, con.keep_feasible
-            user_jac = con.jac if callable(con.jac) else None
-            # scipy stores BFGS() when hess=None, so a BFGS instance means "not given"
-            user_hess = (
-                None
-                if con.hess is None or isinstance(con.hess, so.BFGS)
-                else con.hess
-            )
-        elif isinstance(con, dict):
-            unknown = set(con) - {"type", "fun", "jac", "args"}
-            if unknown:
-                raise ValueError(f"{where}: unknown keys {sorted(unknown)} in a constraint dict.")
-            ctype = con.get("type")
-            if ctype not in ("eq", "ineq"):
-                raise ValueError(
-                    f"{where}: a constraint dict needs 'type': 'eq' or 'ineq', got {ctype!r}."
-                )
-            if "fun" not in con:
-                raise ValueError(f"{where}: a constraint dict needs a 'fun'.")
-            cfun = con["fun"]
-            cargs = con.get("args", ())
-            if not isinstance(cargs, tuple):
-                cargs = (cargs,)
-            lb, ub, keep = 0.0, (0.0 if ctype == "eq" else np.inf), False
-            user_jac = con.get("jac")
-            if user_jac is not None and cargs:
-                user_jac = _bind_args(user_jac, cargs)
-            user_hess = None
-        else:
-            raise TypeError(
-                f"{where} is a {type(con).__name__}; expected a "
-                "scipy.optimize.NonlinearConstraint, LinearConstraint or a dict "
-                "{'type': 'eq'|'ineq', 'fun': ...}."
-            )
-        if not callable(cfun):
-            raise TypeError(f"{where}: fun must be callable, got {type(cfun).__name__}.")
+        cargs = con.args
+        user_jac = con.jac
+        if user_jac is not None and con.kind == "dict" and cargs:
+            user_jac = _bind_args(user_jac, cargs)
+        cd = _ConstraintDerivatives(con.fun, variables, cargs, where, hessian,
+                                    what=f"{con.label} fun")
+        lo, hi = con.limits(cd.m, caller)
+        keep = con.keep_feasible
         if method in _NO_DERIVATIVES:
-            cd = _ConstraintValue(cfun, variables, cargs, where)
-            out.append(so.NonlinearConstraint(cd.fun, lb, ub, keep_feasible=keep))
+            out.append(so.NonlinearConstraint(cd.fun, lo, hi, keep_feasible=keep))
             continue
-        cd = _ConstraintDerivatives(cfun, variables, cargs, where, hessian)
         jac = user_jac if user_jac is not None else cd.jac
         if method in _OLD_STYLE_CONSTRAINTS:
             # scipy converts to dicts and densifies the Jacobian itself; hess unused
             jac = user_jac if user_jac is not None else cd.jac_dense
-            out.append(so.NonlinearConstraint(cd.fun, lb, ub, jac=jac, keep_feasible=keep))
+            out.append(so.NonlinearConstraint(cd.fun, lo, hi, jac=jac, keep_feasible=keep))
         else:
-            hess = user_hess if user_hess is not None else cd.hess
-            out.append(so.NonlinearConstraint(cd.fun, lb, ub, jac=jac, hess=hess,
+            hess = con.hess if con.hess is not None else cd.hess
+            out.append(so.NonlinearConstraint(cd.fun, lo, hi, jac=jac, hess=hess,
                                               keep_feasible=keep))
     return out
-
-
-class _ConstraintValue:
-    def __init__(self, cfun, variables, args, caller):
-        self._rz, self._dyn, self.m = _vector_fun(cfun, variables, args, caller)
-        self.n = variables.n
-        self._c = jax.jit(self._rz)
-
-    def fun(self, x):
-        return _to_numpy(self._c(_as_float_vector(x, self.n, "constraint fun"), self._dyn))
 
 
 def _bind_args(f, args):
     return lambda x: f(x, *args)
 
 
-def _convert_bounds(bounds, n: int):
-    if bounds is None or isinstance(bounds, so.Bounds):
-        return bounds
-    try:
-        pairs = list(bounds)
-    except TypeError:
-        raise TypeError(
-            f"minimize: bounds must be scipy.optimize.Bounds or a sequence of (lo, hi) pairs, "
-            f"got {type(bounds).__name__}."
-        ) from None
-    if len(pairs) != n:
+def _scipy_bounds(bounds, n: int, caller: str):
+    """Validated bounds as ``scipy.optimize.Bounds`` (``None`` stays ``None``: with bounds,
+    trust-constr switches to its interior-point path)."""
+    if bounds is None:
+        return None
+    lo, hi = canonical_bounds(bounds, n, caller)
+    keep = getattr(bounds, "keep_feasible", False) if isinstance(bounds, so.Bounds) else False
+    return so.Bounds(lo, hi, keep_feasible=keep)
+
+
+def _check_finite_start(d: Derivatives, caller: str) -> None:
+    """A NaN/inf objective or gradient at x0 is reported as such (scipy would iterate and
+    end with an unrelated message, e.g. "maximum number of function evaluations")."""
+    f, g = d._eval(d.x0)
+    if not np.isfinite(f):
         raise ValueError(
-            f"minimize: bounds has {len(pairs)} (lo, hi) pairs, but there are {n} variables "
-            "(flat, in ravel_parameters order). Pass one pair per variable or a "
-            "scipy.optimize.Bounds with length-n or scalar lb/ub."
+            f"{caller}: the objective is {f} at x0. Start from a point where fun is finite "
+            "(check log/sqrt/division at x0, or the data passed in args)."
         )
-    lo = np.array([-np.inf if p[0] is None else p[0] for p in pairs], dtype=np.float64)
-    hi = np.array([np.inf if p[1] is None else p[1] for p in pairs], dtype=np.float64)
-    return so.Bounds(lo, hi)
+    bad = np.flatnonzero(~np.isfinite(g))
+    if bad.size:
+        raise ValueError(
+            f"{caller}: the objective gradient is not finite at x0 ({bad.size} of {g.size} "
+            f"entries, first at flat index {int(bad[0])}: {g[bad[0]]}). Start from a point "
+            "where fun is differentiable (e.g. not sqrt(0) or |x| at 0)."
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -694,11 +647,13 @@ def minimize(
         >>> np.round(res.x, 6)
         array([1., 1.])
     """
-    if options is not None and not isinstance(options, dict):
-        raise TypeError(f"minimize: options must be a dict or None, got {type(options).__name__}.")
+    options = check_options(options, "minimize") or None
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int | float | np.number)):
+        raise TypeError(f"minimize: tol must be a real number or None, got {tol!r}.")
     _check_hessian_mode(hessian, "minimize")
-    d = Derivatives(fun, x0, args)
+    d = Derivatives(fun, x0, args, caller="minimize")
     variables = d._vars
+    scipy_bounds = _scipy_bounds(bounds, d.n, "minimize")
     meth = method.lower() if isinstance(method, str) else None
     kw: dict[str, Any] = {}
     if meth is None or meth not in _NO_DERIVATIVES:
@@ -717,11 +672,12 @@ def minimize(
                      "Use 'trust-krylov' or 'trust-constr', which take sparse Hessians.")
         kw["hess"] = d.hess_dense
     cons = _convert_constraints(constraints, variables, meth or "", hessian)
+    _check_finite_start(d, "minimize")
     res = so.minimize(
         d.fun,
         d.x0.copy(),
         method=method,
-        bounds=_convert_bounds(bounds, d.n),
+        bounds=scipy_bounds,
         constraints=cons if cons else (),
         options=options,
         callback=callback,
@@ -795,16 +751,21 @@ def least_squares(fun: Callable, x0: Any, args=(), **kwargs) -> so.OptimizeResul
                 f"least_squares: {key}= is not accepted here ({why}). To supply your own, "
                 "call scipy.optimize.least_squares directly."
             )
-    variables = _Variables(x0, "least_squares")
-    rz, dyn, m = _vector_fun(fun, variables, args, "least_squares")
+    check_options(kwargs, "least_squares", where=None)
+    require_x64("least_squares", "scipy.optimize.least_squares")
+    variables = Variables(x0, "least_squares")
     n = variables.n
-    z0 = jnp.asarray(variables.x0)
-    jac = sparse_jacobian(rz, z0, dyn, pattern=_jac_pattern(rz, z0, dyn))
-    r_jit = jax.jit(rz)
+    if "bounds" in kwargs:
+        kwargs["bounds"] = _lsq_bounds(kwargs["bounds"], n)
+    setup = cached("scipy.least_squares", (fun,), _key(variables, args),
+                   lambda: _ResidualSetup(fun, variables, args))
+    m, jac, r_jit = setup.m, setup.jacobian, setup.r
+    dyn, _ = split_args(args)
 
     method = kwargs.get("method", "trf")
     tr_solver = kwargs.get("tr_solver")
-    dense = method == "lm" or tr_solver == "exact"
+    dense = method == "lm" or tr_solver == "exact" or (
+        tr_solver is None and method in ("trf", "dogbox") and _small(m, n))
     if dense:
         _dense_check(
             (m, n),
@@ -833,4 +794,65 @@ def least_squares(fun: Callable, x0: Any, args=(), **kwargs) -> so.OptimizeResul
     res.x_flat = np.asarray(res.x, dtype=np.float64)
     res.x = variables.result_x(res.x_flat)
     res.jacobian = jac
+    res.tr_solver = None if method == "lm" else ("exact" if dense else "lsmr")
     return res
+
+
+class _ResidualSetup:
+    """The reusable part of `least_squares` (held by the setup cache): the flat residual,
+    its jitted evaluation and the colored sparse Jacobian."""
+
+    def __init__(self, fun, variables: Variables, args):
+        self.rz, dyn, self.m = _vector_fun(fun, variables, args, "least_squares")
+        z0 = jnp.asarray(variables.x0)
+        self.jacobian = sparse_jacobian(self.rz, z0, dyn, pattern=_jac_pattern(self.rz, z0, dyn))
+        self.r = jax.jit(self.rz)
+
+
+def _small(m: int, n: int) -> bool:
+    """Whether `least_squares` hands scipy a dense Jacobian (and so ``tr_solver='exact'``)."""
+    return n <= EXACT_MAX_N and m * n <= DENSE_LIMIT
+
+
+def _lsq_bounds(bounds, n: int):
+    """``least_squares`` bounds -> scipy's ``(lb, ub)`` with ``lb < ub`` checked.
+
+    Accepts scipy's own forms (``Bounds``, a 2-tuple ``(lb, ub)`` of scalars or length-n
+    arrays) and, as `minimize` does, a sequence of ``n`` ``(lo, hi)`` pairs (``None`` = no
+    bound). With ``n = 2`` a 2-sequence of 2-sequences is read as scipy's ``(lb, ub)``.
+    """
+    caller = "least_squares"
+    if bounds is None:
+        return (-np.inf, np.inf)
+    if isinstance(bounds, so.Bounds):
+        lo, hi = canonical_bounds(bounds, n, caller)
+    else:
+        try:
+            seq = list(bounds)
+        except TypeError:
+            raise TypeError(
+                f"{caller}: bounds must be (lb, ub), scipy.optimize.Bounds or a sequence of "
+                f"n (lo, hi) pairs, got {type(bounds).__name__}."
+            ) from None
+
+        def scipy_side(e):
+            return e is not None and (np.ndim(e) == 0 or np.size(e) == n) and not (
+                isinstance(e, list | tuple) and any(v is None for v in e))
+
+        if len(seq) == 2 and all(scipy_side(e) for e in seq):
+            from sparseopt_adapters._host import broadcast_limits, check_order
+
+            lo = broadcast_limits(seq[0], n, f"{caller}: bounds lb")
+            hi = broadcast_limits(seq[1], n, f"{caller}: bounds ub")
+            check_order(lo, hi, f"{caller}: bounds")
+        else:
+            lo, hi = canonical_bounds(seq, n, caller)
+    eq = np.flatnonzero(lo == hi)
+    if eq.size:
+        k = int(eq[0])
+        raise ValueError(
+            f"{caller}: lower bound == upper bound ({lo[k]}) at entry {k} ({eq.size} "
+            "entries); scipy.optimize.least_squares needs lb < ub. Take fixed variables out "
+            "of x0 (e.g. wrap them in sa.Fixed(...) in a pytree x0) or widen the bound."
+        )
+    return lo, hi

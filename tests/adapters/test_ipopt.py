@@ -6,6 +6,7 @@ import subprocess
 import sys
 import traceback
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,16 +23,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 # -- problems -----------------------------------------------------------------------------
-def hs071(x):
-    return x[0] * x[3] * jnp.sum(x[:3]) + x[2]
-
-
-HS071_CONS = [
-    {"type": "ineq", "fun": lambda x: jnp.prod(x) - 25.0},
-    {"type": "eq", "fun": lambda x: jnp.sum(x**2) - 40.0},
-]
-HS071_X = np.array([1.0, 4.74299963, 3.82114998, 1.37940829])  # Hock & Schittkowski
-HS071_F = 17.014017289
+hs071 = helpers.hs071_objective
+HS071_CONS = helpers.HS071_CONSTRAINTS
+HS071_X = helpers.HS071_X  # Hock & Schittkowski
+HS071_F = helpers.HS071_F
 
 
 def chained_rosenbrock(x):
@@ -456,3 +451,117 @@ def test_lazy_import_and_example_runs_small():
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
                          text=True, cwd=ROOT, env=env, timeout=300)
     assert "success: True" in out.stdout, out.stdout + out.stderr
+
+
+# -- issue 13: honest results on non-float objectives ------------------------------------------
+@pytest.mark.parametrize("bad", [lambda x: jnp.floor(x).astype(int).sum(),
+                                 lambda x: jnp.sum(x) > 0])
+def test_integer_or_bool_objective_raises_naming_the_dtype(bad):
+    """Before: cast to float, zero gradient, reported solved at x0."""
+    with pytest.raises(TypeError, match=r"fun returns dtype (int64|bool)"):
+        ipopt.minimize(bad, np.full(3, 0.5))
+    con = {"type": "eq", "fun": lambda x: jnp.floor(x).astype(int)}
+    with pytest.raises(TypeError, match=r"constraints\[0\] fun returns dtype int64"):
+        ipopt.minimize(chained_rosenbrock, np.zeros(3), constraints=con)
+
+
+# -- mu_strategy: IPOPT's default, not minimize_ipopt's ------------------------------------------
+def test_mu_strategy_default_is_ipopts_monotone():
+    assert ipopt.DEFAULT_OPTIONS["mu_strategy"] == "monotone"
+    assert "minimize_ipopt" in ipopt.minimize.__doc__ and "adaptive" in ipopt.minimize.__doc__
+    p = helpers.get("simplex_projection_eq_ineq")  # eq + ineq: the strategies differ
+    run = lambda **o: ipopt.minimize(p.fun, p.x0, constraints=p.constraints, **o)  # noqa: E731
+    default = run()
+    mono = run(options={"mu_strategy": "monotone"})
+    adaptive = run(options={"mu_strategy": "adaptive"})
+    assert default.success and mono.success and adaptive.success
+    assert default.nit == mono.nit == 9
+    np.testing.assert_array_equal(default.x, mono.x)
+    assert adaptive.nit == 8  # the option reaches IPOPT and changes the iterates
+    np.testing.assert_allclose(adaptive.x, mono.x, atol=1e-6)
+
+
+# -- issue 14: setup paid once, compilations counted -------------------------------------------
+def _counting(fun):
+    traces = []
+
+    def f(*a):
+        traces.append(1)  # runs at trace time only
+        return fun(*a)
+
+    return f, traces
+
+
+def test_second_minimize_reuses_detection_coloring_and_executables():
+    sa.clear_cache()
+    f, traces = _counting(hs071)
+    kw = dict(bounds=[(1, 5)] * 4, constraints=HS071_CONS)
+    res1 = ipopt.minimize(f, np.array([1.0, 5.0, 5.0, 1.0]), **kw)
+    n_traces, info = len(traces), sa.cache_info()
+    assert res1.compilations["evaluators"] == 3  # fc, gj, h: one executable per quantity
+    assert res1.setup_time["compile"] > 0
+    res2 = ipopt.minimize(f, np.array([1.5, 4.5, 4.5, 1.5]), **kw)
+    assert len(traces) == n_traces, "the second call traced fun again"
+    assert sa.cache_info()["hits"] == info["hits"] + 1
+    assert res2.compilations["count"] == 0 and res2.setup_time["compile"] == 0.0
+    np.testing.assert_allclose(res2.x, HS071_X, rtol=1e-6)
+    # bounds and constraint limits are per call, not part of the setup
+    res3 = ipopt.minimize(f, np.array([1.0, 5.0, 5.0, 1.0]), bounds=[(1, 4)] * 4,
+                          constraints=HS071_CONS)
+    assert len(traces) == n_traces and np.all(res3.x <= 4 + 1e-6)  # IPOPT relaxes by 1e-8·|b|
+    # a new constraint function object is a new setup
+    cons = [HS071_CONS[0], {"type": "eq", "fun": lambda x: jnp.sum(x**2) - 40.0}]
+    ipopt.minimize(f, np.array([1.0, 5.0, 5.0, 1.0]), bounds=kw["bounds"], constraints=cons)
+    assert len(traces) > n_traces
+
+
+def test_setup_cache_misses_on_new_shape_static_arg_and_hessian_option():
+    sa.clear_cache()
+    f, traces = _counting(lambda x, c, s: s * jnp.sum((x - c) ** 2) + jnp.sum(x**4))
+    c = jnp.ones(3)
+    ipopt.minimize(f, np.zeros(3), (c, 2.0))
+    n = len(traces)
+    ipopt.minimize(f, np.zeros(3), (c + 1.0, 2.0))  # new traced values: same setup
+    assert len(traces) == n
+    ipopt.minimize(f, np.zeros(3), (c, 3.0))  # new static (Python float) value
+    assert len(traces) > n
+    n = len(traces)
+    ipopt.minimize(f, np.zeros(4), (jnp.ones(4), 2.0))  # new shape
+    assert len(traces) > n
+    n = len(traces)
+    res = ipopt.minimize(f, np.zeros(3), (c, 2.0),
+                         options={"hessian_approximation": "limited-memory"})
+    assert len(traces) > n and res.compilations["evaluators"] == 2
+    sa.set_cache_size(0)
+    try:
+        n = len(traces)
+        ipopt.minimize(f, np.zeros(3), (c, 2.0))
+        assert len(traces) > n
+    finally:
+        sa.set_cache_size(64)
+
+
+def test_fixed_values_in_x0_are_part_of_the_setup_key():
+    """sa.Fixed values are baked into the compiled code: new values must not reuse it."""
+    sa.clear_cache()
+
+    def f(t):
+        return jnp.sum((t["x"] - t["c"]) ** 2)
+
+    r1 = ipopt.minimize(f, {"x": np.zeros(2), "c": sa.Fixed(np.array([1.0, 2.0]))})
+    r2 = ipopt.minimize(f, {"x": np.zeros(2), "c": sa.Fixed(np.array([3.0, 4.0]))})
+    np.testing.assert_allclose(r1.x["x"], [1.0, 2.0], atol=1e-7)
+    np.testing.assert_allclose(r2.x["x"], [3.0, 4.0], atol=1e-7)
+
+
+def test_index_arrays_are_arguments_not_baked_constants():
+    """The gradient+Jacobian executable takes the decompression indices as arguments."""
+    n = 2000
+    con = so.NonlinearConstraint(lambda x: x[1:] ** 2 - x[:-1], 0.0, 0.0)
+    prob = ipopt.Problem(chained_rosenbrock, np.ones(n), constraints=con)
+    s = prob.nlp.setup
+    assert s.jac_index and all(hasattr(a, "shape") for a in jax.tree.leaves(s.jac_index))
+    text = s._gj.as_text()
+    big = [line for line in text.splitlines() if "constant" in line and len(line) > 2000]
+    assert not big, f"{len(big)} large constants baked into the executable"
+    prob.close()

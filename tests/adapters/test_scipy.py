@@ -5,6 +5,7 @@ import subprocess
 import sys
 import tracemalloc
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,31 +38,10 @@ def coupled(x, a, s):
     )
 
 
-def bratu_residual(u, lam, N):
-    h = 1.0 / (N + 1)
-    U = u.reshape(N, N)
-    P = jnp.pad(U, 1)
-    lap = (4.0 * U - P[:-2, 1:-1] - P[2:, 1:-1] - P[1:-1, :-2] - P[1:-1, 2:]) / h**2
-    return (lap - lam * jnp.exp(U)).reshape(-1)
-
-
-def bratu_reference(N, lam):
-    """Newton's method with a hand-assembled sparse Jacobian."""
-    h = 1.0 / (N + 1)
-    T = sp.diags([-np.ones(N - 1), 2 * np.ones(N), -np.ones(N - 1)], [-1, 0, 1])
-    A = (sp.kron(sp.eye(N), T) + sp.kron(T, sp.eye(N))) / h**2
-    u = np.zeros(N * N)
-    for _ in range(30):
-        r = A @ u - lam * np.exp(u)
-        du = spla.spsolve(sp.csc_matrix(A - lam * sp.diags(np.exp(u))), r)
-        u -= du
-        if np.max(np.abs(du)) < 1e-14:
-            break
-    return u
-
-
-HS071_X = np.array([1.0, 4.74299963, 3.82114998, 1.37940829])
-HS071_F = 17.0140173
+bratu_residual = helpers.bratu_residual
+bratu_reference = helpers.bratu_reference
+HS071_X = helpers.HS071_X
+HS071_F = helpers.HS071_F
 
 
 def hs071_f(x):
@@ -391,7 +371,7 @@ def test_nd_array_x0_keeps_shape():
 def test_minimize_errors():
     with pytest.raises(TypeError, match="expected a scipy.optimize.NonlinearConstraint"):
         sa_scipy.minimize(rosen, np.zeros(3), constraints=[lambda x: x])
-    with pytest.raises(ValueError, match="'type': 'eq' or 'ineq'"):
+    with pytest.raises(ValueError, match=r"\['type'\] must be 'eq' or 'ineq'"):
         sa_scipy.minimize(rosen, np.zeros(3), constraints={"type": "le", "fun": rosen})
     with pytest.raises(ValueError, match="3 variables"):
         sa_scipy.minimize(rosen, np.zeros(3), bounds=[(0, 1)] * 2)
@@ -424,6 +404,7 @@ def test_tr_options_default_and_override(monkeypatch):
         return real(*a, **k)
 
     monkeypatch.setattr(so, "least_squares", spy)
+    monkeypatch.setattr(_impl, "EXACT_MAX_N", 0)  # LSMR even at this size
     r = lambda x: x[1:] - x[:-1] ** 2
     sa_scipy.least_squares(r, np.ones(5))  # m = 4, n = 5
     assert seen["tr_options"] == {"atol": 1e-12, "btol": 1e-12, "maxiter": 16}
@@ -454,7 +435,8 @@ def test_overdetermined_fit(rng):
     res = sa_scipy.least_squares(r, p0, args=(tj, yj), xtol=1e-15, ftol=1e-15, gtol=1e-15)
     assert res.jacobian.n_colors == 3
     # t is known to detection: at t[0] = 0, ∂r/∂b = −a·t·exp(−b t) is a structural zero
-    assert res.jac.nnz == K * T * 3 - K
+    assert res.jacobian.nnz == K * T * 3 - K
+    assert res.tr_solver == "exact"  # n = 36 <= EXACT_MAX_N: scipy got a dense Jacobian
     jac_ref = jax.jit(jax.jacfwd(r))
     ref = so.least_squares(lambda p: np.asarray(r(p, tj, yj)), p0,
                            jac=lambda p: np.asarray(jac_ref(p, tj, yj)),
@@ -514,7 +496,7 @@ def test_seed_energy_least_squares(rng):
     assert res.nfev < 50  # 714 with scipy's LSMR maxiter = min(m, n)
     # the Jacobian is sparse in g and equals dense jax
     assert res.jacobian.n_colors < g_true.size
-    J = res.jac.toarray()
+    J = res.jac.toarray() if sp.issparse(res.jac) else res.jac
     J_ref = jax.jit(jax.jacfwd(lambda g: residual(sa.PatternMatrix(g, rows, cols, shape), L, Y,
                                                   B, X).reshape(-1)))(jnp.asarray(res.x_flat))
     np.testing.assert_allclose(J, J_ref, atol=1e-10)
@@ -606,3 +588,184 @@ def test_example_runs_small():
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "success" in out.stdout.lower()
+
+
+# ---------------------------------------------------------------------------------------
+# input checks shared with the IPOPT adapter (the host layer), issue 13
+# ---------------------------------------------------------------------------------------
+def test_option_of_wrong_type_is_named():
+    """Before: scipy's raw "'>=' not supported between 'int' and 'str'"."""
+    with pytest.raises(TypeError, match=r"options\['maxiter'\] must be an integer.*'5'"):
+        sa_scipy.minimize(rosen, np.zeros(3), options={"maxiter": "5"})
+    with pytest.raises(TypeError, match=r"options\['gtol'\] must be a real number"):
+        sa_scipy.minimize(rosen, np.zeros(3), options={"gtol": "1e-8"})
+    with pytest.raises(TypeError, match=r"max_nfev= must be an integer"):
+        sa_scipy.least_squares(lambda x: x - 1.0, np.zeros(3), max_nfev="5")
+
+
+def test_constraint_with_lb_above_ub_is_caught():
+    """Before: accepted, trust-constr ended with status 4 after many iterations."""
+    con = so.NonlinearConstraint(lambda x: jnp.sum(x), 1.0, 0.0)
+    with pytest.raises(ValueError, match=r"constraints\[0\]: lower bound > upper bound"):
+        sa_scipy.minimize(rosen, np.zeros(3), constraints=con)
+    with pytest.raises(ValueError, match="lower bound > upper bound"):
+        sa_scipy.nonlinear_constraint(lambda x: x[:2], np.zeros(3), [0.0, 2.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="lower bound > upper bound"):
+        sa_scipy.minimize(rosen, np.zeros(3), bounds=so.Bounds([0, 2, 0], [1, 1, 1]))
+
+
+def test_wrong_length_limits_get_a_clear_message():
+    """Before: a numpy broadcast error from inside scipy."""
+    with pytest.raises(ValueError, match=r"Bounds.lb has 2 entries, but 3 are needed"):
+        sa_scipy.minimize(rosen, np.zeros(3), bounds=so.Bounds(np.zeros(2), np.inf))
+    con = so.NonlinearConstraint(lambda x: x[:2], np.zeros(3), np.inf)
+    with pytest.raises(ValueError, match=r"constraints\[0\] lb has 3 entries, but 2"):
+        sa_scipy.minimize(rosen, np.zeros(3), constraints=con)
+    # (scipy.optimize.LinearConstraint checks its own lb/ub lengths at construction)
+
+
+def test_nan_objective_at_x0_is_reported_as_such():
+    """Before: "Maximum number of function evaluations has been exceeded"."""
+    with pytest.raises(ValueError, match="objective is nan at x0"):
+        sa_scipy.minimize(lambda x: jnp.sum(jnp.log(x)), -np.ones(3))
+    with pytest.raises(ValueError, match="gradient is not finite at x0.*first at flat index 1"):
+        sa_scipy.minimize(lambda x: jnp.sum(jnp.sqrt(x)), np.array([1.0, 0.0, 2.0]),
+                          method="L-BFGS-B")
+
+
+@pytest.mark.parametrize("bad", [lambda x: jnp.floor(x).astype(int).sum(),
+                                 lambda x: jnp.sum(x) > 0])
+def test_integer_or_bool_objective_raises_naming_the_dtype(bad):
+    """Before: cast to float, zero gradient, "success" at x0."""
+    with pytest.raises(TypeError, match=r"returns dtype (int64|bool)"):
+        sa_scipy.minimize(bad, np.full(3, 0.5))
+    with pytest.raises(TypeError, match=r"returns dtype (int64|bool)"):
+        sa_scipy.derivatives(bad, np.full(3, 0.5))
+    with pytest.raises(TypeError, match=r"returns dtype int64"):
+        sa_scipy.least_squares(lambda x: jnp.floor(x).astype(int), np.full(3, 0.5))
+    con = {"type": "ineq", "fun": lambda x: jnp.floor(x).astype(int)}
+    with pytest.raises(TypeError, match=r"constraints\[0\] fun returns dtype int64"):
+        sa_scipy.minimize(rosen, np.zeros(3), constraints=con)
+
+
+def test_least_squares_bounds_as_pairs():
+    """Before: scipy's "Each lower bound must be strictly less than each upper bound"."""
+    c = np.array([-2.0, 0.3, 2.0])
+    # (x0 strictly inside: from x0 on a bound scipy's trf stops at x0 and reports success)
+    res = sa_scipy.least_squares(lambda x: x - c, np.full(3, 0.5), bounds=[(-1, 1), (None, 1),
+                                                                           (0, None)])
+    np.testing.assert_allclose(res.x, [-1.0, 0.3, 2.0], atol=1e-8)
+    # scipy's own spellings still work, including the ambiguous n = 2 case
+    res = sa_scipy.least_squares(lambda x: x - c[:2], np.zeros(2), bounds=([-1, -1], [1, 1]))
+    np.testing.assert_allclose(res.x, [-1.0, 0.3], atol=1e-8)
+    res = sa_scipy.least_squares(lambda x: x - c, np.zeros(3), bounds=so.Bounds(-1.0, 1.0))
+    np.testing.assert_allclose(res.x, [-1.0, 0.3, 1.0], atol=1e-8)
+    with pytest.raises(ValueError, match="lower bound == upper bound"):
+        sa_scipy.least_squares(lambda x: x - c, np.zeros(3), bounds=[(0, 0), (0, 1), (0, 1)])
+    with pytest.raises(ValueError, match="bounds has 2"):
+        sa_scipy.least_squares(lambda x: x - c, np.zeros(3), bounds=[(0, 1), (0, 1)])
+
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_least_squares_tiny_problems_use_the_exact_solver(n):
+    """Before: a sparse J made scipy use LSMR: IndexError at n = 1, 2e-16 instead of 0."""
+    t = np.linspace(0.0, 1.0, 5)
+    target = np.array([0.7, -0.2])[:n]
+
+    def residual(x):
+        model = x[0] * np.exp(-t) + (x[1] * t if n == 2 else 0.0)
+        return model - (target[0] * np.exp(-t) + (target[1] * t if n == 2 else 0.0))
+
+    res = sa_scipy.least_squares(residual, np.zeros(n))
+    assert res.success and res.tr_solver == "exact"
+    assert isinstance(res.jac, np.ndarray)
+    np.testing.assert_allclose(res.x, target, atol=1e-12)
+    assert res.cost < 1e-28
+
+
+def test_least_squares_dense_threshold_is_one_decision():
+    r = lambda x: jnp.concatenate([10 * (x[1:] - x[:-1] ** 2), 1 - x[:-1]])  # noqa: E731
+    n = sa_scipy.EXACT_MAX_N
+    assert sa_scipy.least_squares(r, np.zeros(n), max_nfev=2).tr_solver == "exact"
+    big = sa_scipy.least_squares(r, np.zeros(n + 1), max_nfev=2)
+    assert big.tr_solver == "lsmr" and sp.issparse(big.jac)
+    forced = sa_scipy.least_squares(r, np.zeros(4), tr_solver="lsmr", max_nfev=2)
+    assert forced.tr_solver == "lsmr"
+
+
+def test_float64_off_is_refused():
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(RuntimeError, match="float64 is off"):
+            sa_scipy.minimize(rosen, np.zeros(3))
+        with pytest.raises(RuntimeError, match="float64 is off"):
+            sa_scipy.least_squares(lambda x: x, np.zeros(3))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+# ---------------------------------------------------------------------------------------
+# setup paid once (issue 14 item 3)
+# ---------------------------------------------------------------------------------------
+def _counting(fun):
+    traces = []
+
+    def f(*a):
+        traces.append(1)  # runs at trace time only
+        return fun(*a)
+
+    return f, traces
+
+
+def test_minimize_second_call_reuses_setup_and_compiled_code():
+    sa.clear_cache()
+    f, traces = _counting(rosen)
+    res1 = sa_scipy.minimize(f, np.zeros(6), method="trust-constr")
+    n_traces, info = len(traces), sa.cache_info()
+    assert n_traces > 0 and info["misses"] >= 1
+    res2 = sa_scipy.minimize(f, np.full(6, 0.5), method="trust-constr")
+    assert len(traces) == n_traces, "the second call traced (recompiled) fun again"
+    assert sa.cache_info()["hits"] == info["hits"] + 1
+    np.testing.assert_allclose(res1.x, res2.x, atol=1e-5)
+    assert res2.derivatives._setup is res1.derivatives._setup
+    # a new shape misses (and traces), the same call again hits
+    sa_scipy.minimize(f, np.zeros(7), method="trust-constr")
+    assert len(traces) > n_traces
+    assert sa.cache_info()["misses"] == info["misses"] + 1
+
+
+def test_derivatives_cache_keys_static_args_and_data():
+    sa.clear_cache()
+    f, traces = _counting(lambda x, a, s: s * jnp.sum(a * x**2))
+    a = jnp.arange(3.0)
+    d1 = sa_scipy.derivatives(f, np.zeros(3), (a, 2.0))
+    d1.hess(np.ones(3))
+    d2 = sa_scipy.derivatives(f, np.ones(3), (a, 2.0))
+    assert d2._setup is d1._setup
+    d2.hess(np.ones(3))
+    n = len(traces)
+    assert sa_scipy.derivatives(f, np.zeros(3), (a, 3.0))._setup is not d1._setup  # static
+    # detection reads the values of args here, so new data is a new setup
+    assert sa_scipy.derivatives(f, np.zeros(3), (a + 1, 2.0))._setup is not d1._setup
+    assert len(traces) > n
+    np.testing.assert_allclose(
+        sa_scipy.derivatives(f, np.zeros(3), (a, 3.0)).hess(np.ones(3)).toarray(),
+        np.diag(6.0 * np.arange(3.0)))
+    sa.set_cache_size(0)
+    try:
+        assert sa_scipy.derivatives(f, np.zeros(3), (a, 2.0))._setup is not d1._setup
+    finally:
+        sa.set_cache_size(64)
+
+
+def test_least_squares_second_call_reuses_setup():
+    sa.clear_cache()
+    N, lam = 6, 2.0
+    r, traces = _counting(bratu_residual)
+    res1 = sa_scipy.least_squares(r, np.zeros(N * N), args=(lam, N))
+    n = len(traces)
+    res2 = sa_scipy.least_squares(r, np.zeros(N * N), args=(lam, N))
+    assert len(traces) == n and res2.jacobian is res1.jacobian
+    np.testing.assert_allclose(res1.x, res2.x)
+    sa_scipy.least_squares(r, np.zeros(N * N), args=(3.0, N))  # a static arg: new setup
+    assert len(traces) > n
