@@ -500,7 +500,7 @@ class XCache:
     Example:
         >>> import numpy as np
         >>> from sparseopt_adapters._host import XCache
-        >>> c = XCache(lambda x: (x.sum(), x * 2))
+        >>> c = XCache(lambda x: (x.sum(), x * 2), lambda r: (float(r[0]), r[1]))
         >>> c(np.ones(3))[0], c(np.ones(3))[0], c.count
         (3.0, 3.0, 1)
     """
