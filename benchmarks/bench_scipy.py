@@ -17,7 +17,10 @@ Times are medians of ``--repeat`` solves after one warm-up solve (JAX compilatio
 "setup" is one cold ``sparseopt_adapters.scipy`` call (detection + coloring + compilation +
 solve). Threads are pinned to one (OPENBLAS_NUM_THREADS=1) or timings swing 50×.
 
-Run:  python benchmarks/bench_scipy.py [--quick] [--repeat R]
+3. (``--exact-threshold``) least_squares with a dense Jacobian (scipy's exact SVD solver) vs a
+   sparse one (LSMR) by n: the measurement behind ``sa_scipy.EXACT_MAX_N``.
+
+Run:  python benchmarks/bench_scipy.py [--quick] [--repeat R] [--exact-threshold]
 """
 
 import os
@@ -41,6 +44,7 @@ import sparseopt_adapters as sa  # noqa: E402
 from sparseopt_adapters import scipy as sa_scipy  # noqa: E402
 from sparseopt_adapters._compressed import sparse_jacobian  # noqa: E402
 
+from _problems import bratu_residual  # noqa: E402  isort: skip
 from _report import add_json_argument, table, write_json  # noqa: E402  isort: skip
 
 
@@ -70,11 +74,49 @@ def gp_problem(N: int, L: float = 6.0, beta: float = 20.0):
 
 
 def bratu(u, lam, N):
-    h = 1.0 / (N + 1)
-    U = u.reshape(N, N)
-    P = jnp.pad(U, 1)
-    lap = (4.0 * U - P[:-2, 1:-1] - P[2:, 1:-1] - P[1:-1, :-2] - P[1:-1, 2:]) / h**2
-    return (lap - lam * jnp.exp(U)).reshape(-1)
+    """The 2-D Bratu residual of ``_problems.py``, signed as −Δu − λeᵘ."""
+    return -bratu_residual(N, lam)(u)
+
+
+def rosenbrock_residual(x):
+    return jnp.concatenate([10 * (x[1:] - x[:-1] ** 2), 1 - x[:-1]])
+
+
+def bratu_1d(x):
+    h = 1.0 / (x.size + 1)
+    up = jnp.pad(x, 1)
+    return (up[:-2] - 2 * x + up[2:]) / h**2 + 2 * jnp.exp(x)
+
+
+def powell_singular(x):  # extended Powell: J rank-deficient at the solution
+    a, b, c, d = x[0::4], x[1::4], x[2::4], x[3::4]
+    return jnp.concatenate([a + 10 * b, jnp.sqrt(5.0) * (c - d), (b - 2 * c) ** 2,
+                            jnp.sqrt(10.0) * (a - d) ** 2])
+
+
+def bench_exact_threshold(repeat, sizes=(2, 4, 20, 52, 100, 152, 200)):
+    """least_squares with a dense J (scipy: tr_solver='exact') vs a sparse J (LSMR), by n:
+    the measurement behind `sparseopt_adapters.scipy.EXACT_MAX_N`."""
+    rows = []
+    starts = {"rosenbrock": (rosenbrock_residual, lambda n: np.full(n, -1.2)),
+              "bratu-1d": (bratu_1d, np.zeros),
+              "powell": (powell_singular, lambda n: np.tile([3.0, -1.0, 0.0, 1.0], n // 4))}
+    for name, (r, start) in starts.items():
+        for n in sizes:
+            if name == "powell" and n % 4:
+                continue
+            x0 = start(n)
+            out = []
+            for solver in ("exact", "lsmr"):
+                try:
+                    res, wall = timed(lambda s=solver, r=r, x0=x0: sa_scipy.least_squares(
+                        r, x0, tr_solver=s), repeat)
+                    out.append((wall, res.cost, res.nfev))
+                except Exception as e:  # noqa: BLE001 - LSMR's IndexError on tiny problems
+                    out.append((float("nan"), type(e).__name__, None))
+            (te, ce, ne), (tl, cl, nl) = out
+            rows.append((f"{name} n={n}", te, ce, ne, tl, cl, nl, te / tl))
+    return rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,9 +229,23 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (< 2 min)")
     ap.add_argument("--repeat", type=int, default=None, help="timed solves per variant")
+    ap.add_argument("--exact-threshold", action="store_true",
+                    help="only the dense-exact vs sparse-LSMR least_squares table by n")
     add_json_argument(ap)
     a = ap.parse_args(argv)
     repeat = a.repeat or (1 if a.quick else 3)
+    if a.exact_threshold:
+        rows = bench_exact_threshold(repeat)
+        head = ("problem", "exact [s]", "exact cost", "exact nfev", "lsmr [s]", "lsmr cost",
+                "lsmr nfev", "exact / lsmr")
+        print("| " + " | ".join(head) + " |")
+        print("|" + "|".join("---" for _ in head) + "|")
+        for r in rows:
+            print("| " + " | ".join(f"{c:.3g}" if isinstance(c, float) else str(c)
+                                    for c in r) + " |")
+        print(f"\nEXACT_MAX_N = {sa_scipy.EXACT_MAX_N}: below it sa_scipy.least_squares "
+              "hands scipy a dense Jacobian unless tr_solver is given.")
+        return
     tc_sizes = (10, 16) if a.quick else (16, 32)
     ls_sizes = (30, 50) if a.quick else (50, 100)
     maxiter = 1000
