@@ -2,30 +2,37 @@
 
 Problems:
     luksan-vlcek   chained Rosenbrock with trigonometric-exponential equality constraints
-                   (Lukšan & Vlček 1999, problem 5.1; IPOPT's classic large-scale test),
-                   n = 1e3, 1e4, 1e5.
-    control        1-D reaction-diffusion optimal control (examples/optimal_control_ipopt.py):
-                   implicit Euler on an nx × nt grid, bounded distributed control.
+                   (Lukšan & Vlček 1999, problem 5.1; CUTEst-type, IPOPT's classic
+                   large-scale test), n = 1e4, 1e5 (--quick: 1e3, 1e4).
+    control        1-D reaction-diffusion optimal control (examples/optimal_control_ipopt.py;
+                   COPS-type): implicit Euler on an nx × nt grid, bounded distributed control,
+                   n = 2·nx·nt = 1e4 (50×100) and 1e5 (250×200) (--quick: 20×20).
 
 Solvers (the same IPOPT options for all: tol 1e-8, mu_strategy monotone, MUMPS):
-    ours           sparseopt_adapters.ipopt.Problem (exact sparse Jacobian and Hessian)
     casadi         CasADi nlpsol('ipopt') on the same problem written with MX symbols
+                   (casadi's own libipopt: IPOPT 3.14.19, MUMPS 5.8.2 + METIS)
+    ours           sparseopt_adapters.ipopt.Problem, backend='cyipopt' (the default: the
+                   cyipopt-wheels build, IPOPT 3.14.11, MUMPS 5.5.1, no METIS)
+    ours-libipopt  the same Problem with backend='libipopt' on casadi's libipopt: IPOPT's C
+                   interface through ctypes, values memcpy'd into IPOPT's buffers; the same
+                   IPOPT build as the casadi row, so the comparison is callbacks vs callbacks
+    ours-lib@wheel backend='libipopt' on cyipopt-wheels' own libipopt (same build as `ours`):
+                   what the zero-copy callbacks alone save over cyipopt's element copies
     dense-jax      cyipopt.minimize_ipopt with jitted dense jax.jacfwd / jax.hessian
                    (only where the dense n × n Hessian and m × n Jacobian are small)
-    ours-lbfgs     ours with hessian_approximation='limited-memory' (no Hessian built)
-    ours@caslib    diagnostic: our compiled callbacks (the same `_NLP` object `ours` uses)
-                   driving CasADi's bundled libipopt through IPOPT's C interface (ctypes),
-                   i.e. ours with the IPOPT/MUMPS build held equal to CasADi's. Not part of
-                   the library; it shows how much of the gap is the cyipopt wheel's build.
+    ours-lbfgs     ours with hessian_approximation='limited-memory' (no Hessian built;
+                   n <= 2e4 only: it needs hundreds of iterations)
 
 Columns: iterations; setup (ours: detection + coloring + compile; casadi: nlpsol build;
 dense: jit compile); solve wall time (median of --reps solves after one warm-up solve) and
-process CPU time; IPOPT's own print_timing_statistics split of the solve into time in NLP
-function evaluations (callbacks, including cyipopt's copies) and everything else (MUMPS,
-line search, ...); for ours also the time spent inside our Python callbacks.
+process CPU time, both also as a ratio to CasADi; IPOPT's own print_timing_statistics split of
+the solve into time in NLP function evaluations (everything inside the callbacks, including
+cyipopt's copies) and everything else (MUMPS, line search, ...); `cb share`: the function
+evaluations' share of IPOPT's time (CPU: steadier than wall on a shared machine; goal for
+ours-libipopt: < 10 %); for ours also the wall time spent inside our Python callbacks.
 
 Run:
-    python benchmarks/bench_ipopt.py            # all sizes (several minutes)
+    python benchmarks/bench_ipopt.py            # n = 1e4 and 1e5 (several minutes)
     python benchmarks/bench_ipopt.py --quick    # small sizes only (< 2 min)
 """
 
@@ -59,6 +66,7 @@ COMMON = {"tol": 1e-8, "mu_strategy": "monotone", "linear_solver": "mumps", "max
 TMP = pathlib.Path(tempfile.mkdtemp(prefix="bench_ipopt_"))
 LBFGS_WALL_CAP = 120.0  # seconds per L-BFGS solve (IPOPT's max_wall_time; status -5 if hit)
 DENSE_LIMIT = 2500  # largest n for the dense-JAX baseline (n² / 2 Hessian entries)
+LBFGS_LIMIT = 20_000  # largest n for the L-BFGS row (hundreds of iterations)
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,12 +150,15 @@ _TIMING = re.compile(r"^\s*(OverallAlgorithm|Function Evaluations)\.*:\s*([\d.]+
 
 
 def ipopt_timing(path):
-    """IPOPT's CPU seconds ``{'overall', 'functions'}`` for the last solve logged in ``path``."""
+    """IPOPT's seconds for the last solve logged in ``path``: CPU ``overall``/``functions``,
+    wall ``overall_wall``/``functions_wall``."""
     text = pathlib.Path(path).read_text()
     text = text[text.rfind("Number of Iterations"):]
-    t = {name: float(cpu) for name, cpu, _ in _TIMING.findall(text)}
-    return {"overall": t.get("OverallAlgorithm", np.nan),
-            "functions": t.get("Function Evaluations", np.nan)}
+    t = {name: (float(cpu), float(wall)) for name, cpu, wall in _TIMING.findall(text)}
+    nan = (np.nan, np.nan)
+    overall, functions = t.get("OverallAlgorithm", nan), t.get("Function Evaluations", nan)
+    return {"overall": overall[0], "functions": functions[0], "overall_wall": overall[1],
+            "functions_wall": functions[1]}
 
 
 def timing_options(tag):
@@ -171,8 +182,9 @@ def _median_runs(solve, reps, warmup=True):
     return runs[k]
 
 
-def run_ours(p, reps, lbfgs=False, warmup=True):
-    tag = f"ours{'-lbfgs' if lbfgs else ''}-{p['name']}-{p['size']}"
+def run_ours(p, reps, lbfgs=False, warmup=True, backend="cyipopt", libipopt=None, label=None):
+    label = label or ("ours-lbfgs" if lbfgs else "ours")
+    tag = f"{label}-{p['name']}-{p['size']}".replace("@", "_")
     path, topts = timing_options(tag)
     opts = dict(COMMON, **topts)
     if lbfgs:  # capped: L-BFGS can need thousands of iterations here
@@ -180,7 +192,8 @@ def run_ours(p, reps, lbfgs=False, warmup=True):
     bounds = None if p["lb"] is None else so.Bounds(p["lb"], p["ub"])
     t = time.perf_counter()
     prob = ipopt.Problem(p["f"], p["x0"], bounds=bounds, options=opts,
-                         constraints=so.NonlinearConstraint(p["c"], p["cl"], p["cu"]))
+                         constraints=so.NonlinearConstraint(p["c"], p["cl"], p["cu"]),
+                         backend=backend, libipopt=libipopt)
     setup = time.perf_counter() - t
 
     def solve():
@@ -190,8 +203,7 @@ def run_ours(p, reps, lbfgs=False, warmup=True):
 
     wall, cpu, r = _median_runs(solve, reps, warmup)
     prob.close()
-    return dict(solver="ours-lbfgs" if lbfgs else "ours", setup=setup, wall=wall, cpu=cpu,
-                **r)
+    return dict(solver=label, setup=setup, wall=wall, cpu=cpu, **r)
 
 
 def run_casadi(p, reps):
@@ -253,116 +265,22 @@ def run_dense(p, reps, warmup=True):
     return dict(solver="dense-jax", setup=setup, wall=wall, cpu=cpu, **r)
 
 
-# ---------------------------------------------------------------------------------------
-# diagnostic: our compiled callbacks driving CasADi's bundled libipopt through ctypes
-# ---------------------------------------------------------------------------------------
-def _casadi_libipopt():
-    """CasADi's own IPOPT 3.14.19 + MUMPS 5.8.2 (+ METIS), through IPOPT's C interface."""
-    import ctypes as C
+def casadi_libipopt():
+    """casadi's bundled libipopt (IPOPT 3.14.19, MUMPS 5.8.2 + METIS), for backend='libipopt'."""
+    from sparseopt_adapters.ipopt import _libraries
 
-    import casadi
-
-    lib = C.CDLL(str(pathlib.Path(casadi.__file__).parent / "libipopt.so.3"), mode=C.RTLD_LOCAL)
-    I, D, B, P = C.c_int, C.c_double, C.c_bool, C.c_void_p
-    DP, IP = C.POINTER(D), C.POINTER(I)
-    cb = {"f": C.CFUNCTYPE(B, I, DP, B, DP, P), "grad": C.CFUNCTYPE(B, I, DP, B, DP, P),
-          "g": C.CFUNCTYPE(B, I, DP, B, I, DP, P),
-          "jac": C.CFUNCTYPE(B, I, DP, B, I, I, IP, IP, DP, P),
-          "h": C.CFUNCTYPE(B, I, DP, B, D, I, DP, B, I, IP, IP, DP, P)}
-    lib.CreateIpoptProblem.restype = P
-    lib.CreateIpoptProblem.argtypes = [I, DP, DP, I, DP, DP, I, I, I, cb["f"], cb["g"],
-                                       cb["grad"], cb["jac"], cb["h"]]
-    lib.AddIpoptStrOption.argtypes = [P, C.c_char_p, C.c_char_p]
-    lib.AddIpoptNumOption.argtypes = [P, C.c_char_p, D]
-    lib.AddIpoptIntOption.argtypes = [P, C.c_char_p, I]
-    for fn in (lib.AddIpoptStrOption, lib.AddIpoptNumOption, lib.AddIpoptIntOption):
-        fn.restype = B
-    lib.IpoptSolve.argtypes = [P, DP, DP, DP, DP, DP, DP, P]
-    lib.IpoptSolve.restype = I
-    lib.FreeIpoptProblem.argtypes = [P]
-    return lib, cb, C, DP
-
-
-def run_ours_casadi_lib(p, reps):
-    """`ours` with IPOPT swapped for CasADi's build: isolates our callback path from MUMPS."""
-    from sparseopt_adapters.ipopt._nlp import _NLP
-
-    lib, cbt, C, DP = _casadi_libipopt()
-    path, topts = timing_options(f"ours-caslib-{p['name']}-{p['size']}")
-    bounds = None if p["lb"] is None else so.Bounds(p["lb"], p["ub"])
-    t = time.perf_counter()
-    nlp = _NLP(p["f"], p["x0"], bounds=bounds,
-               constraints=so.NonlinearConstraint(p["c"], p["cl"], p["cu"]))
-    setup = time.perf_counter() - t
-    n, m = nlp.n, nlp.m
-    arr = lambda ptr, k: np.ctypeslib.as_array(ptr, shape=(k,))  # noqa: E731
-    ptr = lambda a: a.ctypes.data_as(DP)  # noqa: E731
-
-    def guard(fn):
-        def wrapped(*a):
-            try:
-                fn(*a)
-                return True
-            except Exception:
-                return False
-        return wrapped
-
-    def f(n_, x, new, out, ud):
-        out[0] = nlp.objective(arr(x, n).copy())
-
-    def g(n_, x, new, m_, out, ud):
-        arr(out, m)[:] = nlp.constraints(arr(x, n).copy())
-
-    def grad(n_, x, new, out, ud):
-        arr(out, n)[:] = nlp.gradient(arr(x, n).copy())
-
-    def jac(n_, x, new, m_, k, ir, jc, vals, ud):
-        if not vals:
-            arr(ir, k)[:], arr(jc, k)[:] = nlp.jac_rows, nlp.jac_cols
-        else:
-            arr(vals, k)[:] = nlp.jacobian(arr(x, n).copy())
-
-    def h(n_, x, new, sigma, m_, lam, new_lam, k, ir, jc, vals, ud):
-        if not vals:
-            arr(ir, k)[:], arr(jc, k)[:] = nlp.hess_rows, nlp.hess_cols
-        else:
-            lam_ = arr(lam, m).copy() if m else np.zeros(0)
-            arr(vals, k)[:] = nlp.hessian(arr(x, n).copy(), lam_, sigma)
-
-    keep = [cbt[k](guard(fn)) for k, fn in (("f", f), ("g", g), ("grad", grad), ("jac", jac),
-                                            ("h", h))]
-    lims = [np.ascontiguousarray(a, dtype=np.float64) for a in (nlp.lb, nlp.ub, nlp.cl, nlp.cu)]
-
-    def solve():
-        prob = lib.CreateIpoptProblem(n, ptr(lims[0]), ptr(lims[1]), m, ptr(lims[2]),
-                                      ptr(lims[3]), nlp.jac_rows.size, nlp.hess_rows.size, 0,
-                                      *keep)
-        for k, v in dict(COMMON, **topts, print_level=0, sb="yes").items():
-            add = (lib.AddIpoptStrOption if isinstance(v, str) else lib.AddIpoptNumOption
-                   if isinstance(v, float) else lib.AddIpoptIntOption)
-            assert add(prob, k.encode(), v.encode() if isinstance(v, str) else v), k
-        x, gv, obj = np.array(nlp.x0), np.zeros(m), C.c_double(0.0)
-        mg, zl, zu = np.zeros(m), np.zeros(n), np.zeros(n)
-        nlp.reset()
-        st = lib.IpoptSolve(prob, ptr(x), ptr(gv), C.byref(obj), ptr(mg), ptr(zl), ptr(zu),
-                            None)
-        lib.FreeIpoptProblem(prob)
-        return dict(status=st, obj=obj.value, iters=_ITERS_RE.findall(path.read_text())[-1],
-                    callbacks=nlp.timing()["callbacks_s"], ipopt=ipopt_timing(path))
-
-    wall, cpu, r = _median_runs(solve, reps)
-    return dict(solver="ours@caslib", setup=setup, wall=wall, cpu=cpu, **r)
-
-
-_ITERS_RE = re.compile(r"Number of Iterations\.*:\s*(\d+)")
+    for source, path in _libraries.candidates():
+        if source == "casadi":
+            return path
+    raise SystemExit("casadi's libipopt not found: pip install casadi (the bench extra)")
 
 
 # ---------------------------------------------------------------------------------------
 # table
 # ---------------------------------------------------------------------------------------
-HEADER = (f"{'problem':<13} {'size':<8} {'solver':<11} {'iters':>5} {'status':>6} "
+HEADER = (f"{'problem':<13} {'size':<8} {'solver':<14} {'iters':>5} {'status':>6} "
           f"{'setup s':>8} {'wall s':>8} {'cpu s':>8} {'×cas wall':>9} {'×cas cpu':>8} "
-          f"{'f-eval cpu':>10} {'ipopt cpu':>9} {'our cb':>8}")
+          f"{'f-eval cpu':>10} {'ipopt cpu':>9} {'cb share':>8} {'our cb':>8}")
 _STATUS = {"Solve_Succeeded": 0, "Solved_To_Acceptable_Level": 1}
 
 
@@ -370,10 +288,20 @@ def fmt_row(p, r, ref):
     fe, ov = r["ipopt"]["functions"], r["ipopt"]["overall"]
     status = _STATUS.get(r["status"], r["status"])
     cb = r["callbacks"]
-    return (f"{p['name']:<13} {p['size']:<8} {r['solver']:<11} {r['iters']:>5} {status!s:>6} "
+    return (f"{p['name']:<13} {p['size']:<8} {r['solver']:<14} {r['iters']:>5} {status!s:>6} "
             f"{r['setup']:>8.2f} {r['wall']:>8.3f} {r['cpu']:>8.3f} "
             f"{r['wall'] / ref['wall']:>9.2f} {r['cpu'] / ref['cpu']:>8.2f} {fe:>10.3f} "
-            f"{ov - fe:>9.3f} {('' if np.isnan(cb) else f'{cb:8.3f}'):>8}")
+            f"{ov - fe:>9.3f} {100 * cb_share(r):>7.1f}% "
+            f"{('' if np.isnan(cb) else f'{cb:8.3f}'):>8}")
+
+
+def cb_share(r):
+    """Share of IPOPT's solve spent in the NLP function evaluations (the callbacks).
+
+    From IPOPT's CPU times: on a shared machine its wall times include waiting for a core.
+    """
+    t = r["ipopt"]
+    return t["functions"] / t["overall"] if t["overall"] > 0 else np.nan
 
 
 def main(argv=None):
@@ -381,16 +309,16 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small sizes only (< 2 min)")
     ap.add_argument("--reps", type=int, default=3, help="timed solves per case (median)")
     ap.add_argument("--no-lbfgs", action="store_true")
-    ap.add_argument("--no-diagnostic", action="store_true",
-                    help="skip the ours@caslib row (our callbacks on CasADi's libipopt)")
+    ap.add_argument("--no-wheel-lib", action="store_true",
+                    help="skip the ours-lib@wheel row (backend='libipopt' on cyipopt's IPOPT)")
     add_json_argument(ap)
     a = ap.parse_args(argv)
 
     if a.quick:
         problems = [luksan_vlcek(1000), luksan_vlcek(10_000), control(20, 20)]
     else:
-        problems = [luksan_vlcek(1000), luksan_vlcek(10_000), luksan_vlcek(100_000),
-                    control(40, 40), control(100, 100)]
+        problems = [luksan_vlcek(10_000), luksan_vlcek(100_000), control(50, 100),
+                    control(250, 200)]
     import casadi
     import cyipopt
 
@@ -401,47 +329,56 @@ def main(argv=None):
     print(f"# IPOPT options for all: {COMMON}; solve = median of {a.reps} after a warm-up")
     print(HEADER)
     skipped = []
+    from sparseopt_adapters.ipopt import _capi
+
+    caslib, wheellib = casadi_libipopt(), _capi.cyipopt_library_path()
     peers = {"casadi": f"casadi {casadi.__version__} (IPOPT 3.14.19)",
              "ours": f"cyipopt {cyipopt.__version__} (IPOPT 3.14.11)",
-             "ours@caslib": f"casadi {casadi.__version__}'s libipopt (IPOPT 3.14.19)",
+             "ours-libipopt": f"casadi {casadi.__version__}'s libipopt (IPOPT 3.14.19)",
+             "ours-lib@wheel": "cyipopt-wheels' libipopt (IPOPT 3.14.11)",
              "dense-jax": f"jax {jax.__version__}, cyipopt {cyipopt.__version__}",
              "ours-lbfgs": f"cyipopt {cyipopt.__version__} (IPOPT 3.14.11)"}
     json_rows = []
     for p in problems:
         ref = run_casadi(p, a.reps)
-        rows = [ref, run_ours(p, a.reps)]
-        if not a.no_diagnostic:
-            rows.append(run_ours_casadi_lib(p, a.reps))
+        rows = [ref, run_ours(p, a.reps),
+                run_ours(p, a.reps, backend="libipopt", libipopt=caslib, label="ours-libipopt")]
+        if not a.no_wheel_lib:
+            rows.append(run_ours(p, a.reps, backend="libipopt", libipopt=wheellib,
+                                 label="ours-lib@wheel"))
         slow = dict(reps=1, warmup=False) if a.quick else dict(reps=a.reps)
         if p["n"] <= DENSE_LIMIT:
             rows.append(run_dense(p, **slow))
         else:
             skipped.append(f"dense-jax skipped for {p['name']} {p['size']}: the dense Hessian "
                            f"alone has {p['n'] * (p['n'] + 1) // 2:.2e} lower entries")
-        if not a.no_lbfgs:
-            big = p["n"] > 20_000  # L-BFGS: one run (no warm-up) where it takes long
-            rows.append(run_ours(p, lbfgs=True, **(dict(reps=1, warmup=False) if big else slow)))
+        if not a.no_lbfgs and p["n"] <= LBFGS_LIMIT:
+            rows.append(run_ours(p, lbfgs=True, **slow))
+        elif not a.no_lbfgs:
+            skipped.append(f"ours-lbfgs skipped for {p['name']} {p['size']} (n > {LBFGS_LIMIT})")
         for r in rows:
             print(fmt_row(p, r, ref), flush=True)
             fe, ov = r["ipopt"]["functions"], r["ipopt"]["overall"]
             json_rows.append((p["name"], p["size"], r["solver"], peers[r["solver"]],
                               int(r["iters"]), str(_STATUS.get(r["status"], r["status"])),
                               r["setup"], r["wall"], r["cpu"], r["wall"] / ref["wall"],
-                              r["cpu"] / ref["cpu"], fe, ov - fe, r["callbacks"]))
+                              r["cpu"] / ref["cpu"], fe, ov - fe, cb_share(r),
+                              r["callbacks"]))
     for s in skipped:
         print("# " + s)
     print("# status: IPOPT's return status (0 = solved). wall s / cpu s: one solve (process CPU "
           "time counts every thread; on a shared machine it is the steadier number).")
     print("# f-eval cpu / ipopt cpu: IPOPT's print_timing_statistics split of the solve's CPU "
           "time: NLP function evaluations (incl. cyipopt's copies) / everything else (MUMPS, "
-          "line search, ...). our cb: wall seconds inside our Python callbacks.")
+          "line search, ...). cb share: function evaluations / IPOPT's CPU time. our cb: wall "
+          "seconds inside our Python callbacks.")
     if a.quick:
         print("# --quick: dense-jax and ours-lbfgs are single runs without warm-up.")
     write_json(a.json, "ipopt", [table(
         f"IPOPT end to end (options {COMMON}; solve = median of {a.reps} after a warm-up)",
         ("problem", "size", "solver", "peer", "iters", "status", "setup [s]", "wall [s]",
          "cpu [s]", "wall / casadi", "cpu / casadi", "f-eval cpu [s]", "ipopt cpu [s]",
-         "our callbacks [s]"), json_rows,
+         "callback share", "our callbacks [s]"), json_rows,
         notes=skipped + (["--quick: dense-jax and ours-lbfgs are single runs without warm-up"]
                          if a.quick else []))],
         versions={"jax": jax.__version__, "casadi": casadi.__version__,

@@ -43,11 +43,11 @@ REQUIRED_SYMBOLS = (
 _ORDERING_OPTION = {
     "mumps": ("mumps_pivot_order", "7 (automatic: MUMPS chooses)"),
     "ma57": ("ma57_pivot_order", "5 (automatic: METIS or AMD)"),
-    "ma86": ("ma86_order", "auto"),
+    "ma86": ("ma86_order", "auto (amd without METIS in HSL)"),
     "ma97": ("ma97_order", "auto"),
-    "ma77": ("ma77_order", "amd"),
+    "ma77": ("ma77_order", "metis (amd without METIS in HSL)"),
     "ma27": (None, "none (MA27 has no ordering option)"),
-    "pardiso": ("pardiso_order", "metis"),
+    "pardiso": ("pardiso_order", "the solver's default"),
     "pardisomkl": ("pardisomkl_order", "metis"),
 }
 
