@@ -94,8 +94,19 @@ def test_same_iterates_on_the_same_library(name):
         np.testing.assert_allclose(res[key], ref[key], rtol=1e-10, atol=1e-10)
     assert res.fun == pytest.approx(ref.fun, rel=1e-12)
     assert res.message == ref.message and res.nonfinite == ref.nonfinite
+    assert set(res) == set(ref) and set(res.info) == set(ref.info)  # the same result keys
+    assert res.ipopt_library["backend"] == "libipopt" and ref.ipopt_library["backend"] == "cyipopt"
     if name == "nan-trial":
         assert res.nonfinite["objective"] >= 1
+
+
+def test_values_are_written_into_the_c_buffer_in_place():
+    buf = np.zeros(5)
+    view = _capi._views(5)(buf.ctypes.data)
+    assert np.shares_memory(view, buf)
+    view[...] = np.arange(5.0)  # what the callbacks do with IPOPT's pointers: one memcpy
+    np.testing.assert_array_equal(buf, np.arange(5.0))
+    assert _capi._views(0)(None).size == 0  # m = 0: IPOPT may pass NULL
 
 
 def test_callback_stop_and_nan_gradient_agree():
@@ -121,11 +132,12 @@ def raising_hessian(*_):
 
 
 @pytest.mark.parametrize("backend", ["cyipopt", "libipopt"])
-def test_raising_hessian_stops_ipopt_and_is_reraised(backend):
+def test_raising_hessian_stops_ipopt_and_is_reraised(backend, monkeypatch):
     kw = dict(HS071)
     prob = ipopt.Problem(kw.pop("fun"), kw.pop("x0"), **kw, backend=backend,
                          libipopt=WHEEL_LIB if backend == "libipopt" else None)
-    prob.nlp._h = raising_hessian  # the compiled Hessian raises at runtime
+    # the compiled Hessian raises at runtime (monkeypatch: a cached setup is left intact)
+    monkeypatch.setattr(prob.nlp, "_h", raising_hessian)
     with pytest.raises(HessianBoom, match="hessian exploded") as ei:
         prob.solve()
     frames = [f.name for f in traceback.extract_tb(ei.value.__traceback__)]
@@ -134,12 +146,13 @@ def test_raising_hessian_stops_ipopt_and_is_reraised(backend):
     prob.close()
 
 
-def test_exception_in_our_own_callback_code_is_reraised():
+def test_exception_in_our_own_callback_code_is_reraised(monkeypatch):
     """Not only the NLP's errors: a failure in the C-callback layer itself surfaces too."""
     kw = dict(HS071)
     prob = ipopt.Problem(kw.pop("fun"), kw.pop("x0"), **kw, backend="libipopt",
                          libipopt=WHEEL_LIB)
-    prob.nlp.gradient = lambda x: np.zeros(3)  # wrong length: the copy into IPOPT's buffer fails
+    # a wrong length: the copy into IPOPT's buffer fails
+    monkeypatch.setattr(prob.nlp, "gradient", lambda x: np.zeros(3))
     with pytest.raises(ValueError, match="broadcast"):
         prob.solve()
     prob.close()
