@@ -22,6 +22,7 @@ Types follow IPOPT 3.14's default build: ``ipindex`` = ``int``, ``ipnumber`` = `
 from __future__ import annotations
 
 import ctypes as C
+import functools
 import sys
 import weakref
 
@@ -406,6 +407,7 @@ def attach(problem, backend: str, libipopt=None) -> CBackend | None:
                     evaluation_error=cyipopt.CyIpoptEvaluationError)
 
 
+@functools.lru_cache(maxsize=1)  # candidates() runs ctypes.util.find_library: ~70 ms a call
 def cyipopt_library_path() -> str | None:
     """The libipopt file cyipopt-wheels links (for the report of backend='cyipopt')."""
     from . import _libraries
