@@ -1,0 +1,185 @@
+"""Vertex orders: one object per order, used by both graphs (STYLE.md habit 16).
+
+An order's ``vertices(graph)`` works on a [`BipartiteGraph`][] (Jacobian columns or rows,
+neighbors at distance 2) and on an [`AdjacencyGraph`][] (symmetric Hessian pattern) alike:
+both graphs offer ``nv``, ``degree()``, ``adjacency()`` and ``adjacency_affordable``, as in
+SparseMatrixColorings.jl's ``vertices(g::AdjacencyGraph, ::LargestFirst)`` and
+``vertices(bg::BipartiteGraph, ::Val{side}, ::LargestFirst)``. [`candidates`][] owns the
+policy of ``order="best"`` for both.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from . import _kernels
+
+ORDERS = (
+    "natural",
+    "largest_first",
+    "smallest_last",
+    "incidence_degree",
+    "dynamic_largest_first",
+    "dsatur",
+    "random",
+)
+
+
+class AbstractOrder(abc.ABC):
+    """A rule for the sequence in which greedy coloring visits the vertices."""
+
+    name: str
+    #: needs the explicit (distance-2 for Jacobians) adjacency, skipped by "best" when that
+    #: graph is too big to build
+    needs_adjacency: bool = False
+
+    @abc.abstractmethod
+    def vertices(self, graph) -> np.ndarray:
+        """The vertices of ``graph`` in visiting order (a permutation of ``range(nv)``)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class NaturalOrder(AbstractOrder):
+    name: str = "natural"
+
+    def vertices(self, graph):
+        return np.arange(graph.nv, dtype=np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomOrder(AbstractOrder):
+    seed: int = 0
+    name: str = "random"
+
+    def vertices(self, graph):
+        return np.random.default_rng(self.seed).permutation(graph.nv)
+
+
+@dataclasses.dataclass(frozen=True)
+class LargestFirst(AbstractOrder):
+    """Decreasing degree (distance-2 degree for Jacobians), ties by index."""
+
+    name: str = "largest_first"
+
+    def vertices(self, graph):
+        return np.argsort(-graph.degree(), kind="stable")
+
+
+@dataclasses.dataclass(frozen=True)
+class _DynamicDegree(AbstractOrder):
+    """Degree-bucket orders: the degree counts the uncolored (smallest last, dynamic largest
+    first) or colored (incidence degree) neighbors, updated as vertices are taken."""
+
+    name: str
+    needs_adjacency: bool = True
+
+    def vertices(self, graph):
+        return _kernels.dynamic_order(self.name, graph.nv, *graph.adjacency())
+
+
+def SmallestLast():  # noqa: N802  (a constructor, named like the other orders)
+    return _DynamicDegree("smallest_last")
+
+
+def IncidenceDegree():  # noqa: N802
+    return _DynamicDegree("incidence_degree")
+
+
+def DynamicLargestFirst():  # noqa: N802
+    return _DynamicDegree("dynamic_largest_first")
+
+
+@dataclasses.dataclass(frozen=True)
+class DSatur(AbstractOrder):
+    """The order in which DSATUR colors the vertices of the (distance-2) graph: most
+    distinct neighbor colors first, then larger degree, then lower index. First-fit greedy
+    in this order is DSATUR's coloring."""
+
+    name: str = "dsatur"
+    needs_adjacency: bool = True
+
+    def vertices(self, graph):
+        return _kernels.dsatur_order(graph.nv, *graph.adjacency())
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ExplicitOrder(AbstractOrder):
+    """A permutation given by the caller."""
+
+    perm: np.ndarray
+    name: str = "custom"
+
+    def vertices(self, graph):
+        return self.perm
+
+
+def from_name(name: str, seed: int = 0) -> AbstractOrder:
+    if name == "random":
+        return RandomOrder(seed)
+    return {
+        "natural": NaturalOrder,
+        "largest_first": LargestFirst,
+        "smallest_last": SmallestLast,
+        "incidence_degree": IncidenceDegree,
+        "dynamic_largest_first": DynamicLargestFirst,
+        "dsatur": DSatur,
+    }[name]()
+
+
+# -- the policy of order="best" ---------------------------------------------------------------
+# All deterministic orders on small graphs; on large ones the cheap static ones plus DSATUR.
+_BEST_SMALL = ("natural", "largest_first", "dsatur", "smallest_last", "incidence_degree",
+               "dynamic_largest_first")
+_BEST_LARGE = ("natural", "dsatur", "largest_first")
+_LARGE_VERTICES = 100_000
+_LARGE_SYMMETRIC = _LARGE_VERTICES // 5
+
+
+def candidates(order, graph, seed: int = 0, symmetric: bool = False):
+    """``(orders, is_best)``: the orders to try for ``order`` on ``graph``.
+
+    ``order`` is a name from ``ORDERS``, a sequence of names, an explicit permutation or
+    ``"best"`` (several orders, the fewest colors wins; the caller also tries the periodic
+    coloring first and stops at a lower bound).
+    """
+    nv = graph.nv
+    if isinstance(order, AbstractOrder):
+        return [order], False
+    if isinstance(order, str):
+        if order == "best":
+            large = nv > (_LARGE_SYMMETRIC if symmetric else _LARGE_VERTICES)
+            names = _BEST_LARGE if large else _BEST_SMALL
+            out = [from_name(n, seed) for n in names]
+            if not graph.adjacency_affordable:
+                out = [o for o in out if not o.needs_adjacency]
+            return out, True
+        if order not in ORDERS:
+            raise ValueError(
+                f"Unknown vertex order {order!r}: use 'best' or one of {', '.join(ORDERS)}, "
+                "or pass a permutation of the vertices."
+            )
+        return [from_name(order, seed)], False
+    if isinstance(order, np.ndarray) and order.dtype.kind in "iu":
+        return [ExplicitOrder(_check_perm(order, nv))], False
+    if isinstance(order, Sequence):
+        if len(order) and all(isinstance(o, str) for o in order):
+            for o in order:
+                if o not in ORDERS:
+                    raise ValueError(f"Unknown vertex order {o!r}: use one of {ORDERS}.")
+            return [from_name(o, seed) for o in order], False
+        return [ExplicitOrder(_check_perm(np.asarray(order), nv))], False
+    raise TypeError(f"order must be a name, a sequence of names or a permutation, got {order!r}.")
+
+
+def _check_perm(p, nv):
+    p = np.asarray(p, dtype=np.int64).reshape(-1)
+    if p.size != nv or not np.array_equal(np.sort(p), np.arange(nv)):
+        raise ValueError(
+            f"An explicit order must be a permutation of range({nv}) (one entry per vertex), "
+            f"got an array of length {p.size}."
+        )
+    return p

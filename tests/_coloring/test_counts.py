@@ -1,0 +1,64 @@
+"""Colour counts never grow: every (pattern, mode, order) recorded before the compiled
+kernels (``baseline_counts.json``, made by the pure-Python code of December 2026) needs the
+same or fewer colors now, with either kernel backend."""
+
+import json
+import pathlib
+import warnings
+
+import pytest
+
+import sparseopt_adapters as sa
+from sparseopt_adapters._coloring import ORDERS, _kernels
+
+import test_coloring as T
+from .patterns import EXTRA_JAC, EXTRA_SYM
+
+BASELINE = json.loads((pathlib.Path(__file__).parent / "baseline_counts.json").read_text())
+JAC = {**T.JAC_PATTERNS, **EXTRA_JAC}
+SYM = {**T.SYM_PATTERNS, **EXTRA_SYM}
+
+
+@pytest.fixture(params=["numba", "python"])
+def backend(request, monkeypatch):
+    if request.param == "python":
+        monkeypatch.setattr(_kernels, "_COMPILED", False)
+    else:
+        if not _kernels._compiled():
+            pytest.skip("numba is not importable")
+        monkeypatch.setattr(_kernels, "SMALL_GRAPH", 0)  # every graph through the kernels
+    return request.param
+
+
+def _check(table, name, color):
+    worse = []
+    for key, before in BASELINE[table].items():
+        pname, mode, order = key.split("|")
+        if pname != name:
+            continue
+        assert order in ("best",) + ORDERS
+        now = color(pname, mode, order)
+        if now > before:
+            worse.append(f"{key}: {before} -> {now}")
+    assert not worse, worse
+
+
+@pytest.mark.parametrize("name", list(JAC))
+def test_jacobian_counts_not_worse(name, backend):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sa.DenseColoringWarning)
+        _check("jacobian", name,
+               lambda p, m, o: sa.color_jacobian(JAC[p], mode=m, order=o).n_colors)
+
+
+@pytest.mark.parametrize("name", list(SYM))
+def test_hessian_counts_not_worse(name, backend):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sa.DenseColoringWarning)
+        _check("hessian", name,
+               lambda p, m, o: sa.color_hessian(SYM[p], method=m, order=o).n_colors)
+
+
+def test_baseline_covers_every_pattern():
+    names = {k.split("|")[0] for t in BASELINE.values() for k in t}
+    assert names == set(JAC) | set(SYM)
