@@ -43,7 +43,7 @@ from ._graphs import (
     _star_valid,
     _symmetric,
 )
-from ._orders import _LARGE_SYMMETRIC, candidates
+from ._orders import candidates
 from ._result import _ALL_MODES, HESSIAN_METHODS, JACOBIAN_MODES, ColoringResult
 
 
@@ -103,11 +103,10 @@ def color_jacobian(
         f = _color_forward(pattern, order, seed)
         r = _color_reverse(pattern, order, seed)
         lazy = f if f.n_colors <= r.n_colors else r
-        best = lazy.n_colors
         res = None
-        if best > 2 and (m + n <= 20_000 or best > 16):
+        if _bicoloring_promising(pattern, lazy.n_colors):
             b = _color_bidirectional(pattern, order, seed)
-            if b.n_colors < best:
+            if b.n_colors < lazy.n_colors:
                 res = b
         if res is None:
             res = lazy.build()
@@ -162,26 +161,49 @@ def color_hessian(
         )
     if not _symmetric(pattern):
         pattern = pattern.symmetrize()
-    if method == "star":
-        res = _color_symmetric(pattern, order, seed, "star")
-    elif method == "acyclic":
-        res = _color_symmetric(pattern, order, seed, "acyclic")
+    if method in HESSIAN_METHODS:
+        res = _color_symmetric(pattern, order, seed, method).build()
     else:
         g = AdjacencyGraph(pattern)
-        res = _color_symmetric(pattern, order, seed, "star", graph=g)
-        if res.n_colors > 3:
-            # the acyclic greedy is a Python loop over paths of length 2: with many of
-            # those (dense rows) only the vectorised periodic coloring is tried
-            a = _color_symmetric(pattern, order, seed, "acyclic", graph=g,
-                                 greedy=g.sum_deg2 <= 5_000_000)
-            # substitution costs a gather and a cumulative sum over every tree per call:
-            # about as much as one cheap HVP (Rosenbrock, n = 1e4: acyclic 2 colors 291 us
-            # vs star 3 colors 86 us), so one saved color is not worth it
-            if a is not None and a.n_colors <= res.n_colors - 2:
-                res = a
+        star = _color_symmetric(pattern, order, seed, "star", graph=g)
+        res = None
+        # substitution costs a gather and a cumulative sum over every tree per call: about
+        # as much as one cheap HVP (Rosenbrock, n = 1e4: acyclic 2 colors 291 us vs star 3
+        # colors 86 us), so acyclic must save two colors; it cannot when star coloring is
+        # within one color of the clique bound
+        if star.n_colors > 3 and star.n_colors - 2 >= g.clique_bound():
+            acyclic = _color_symmetric(pattern, order, seed, "acyclic", graph=g)
+            if acyclic.n_colors <= star.n_colors - 2:
+                res = acyclic.build()
+        if res is None:
+            res = star.build()
     if warn:
         _maybe_warn(res, pattern.shape[0], "Hessian")
     return res
+
+
+def _bicoloring_promising(pattern, best: int) -> bool:
+    """Whether JVPs and VJPs together may beat ``best`` products of one direction.
+
+    Bicoloring pays when dense rows spoil the row coloring and dense columns the column
+    coloring at once (an arrowhead: 3 products instead of n). Without a dense row the
+    forward coloring already reaches its lower bound (the largest row) or close to it, and
+    likewise without a dense column; small patterns are always tried (cheap).
+    """
+    if best <= 2:
+        return False
+    m, n = pattern.shape
+    if m + n <= 1_000:
+        return True
+    rc = pattern.row_counts()
+    cc = np.bincount(pattern.cols, minlength=n)
+    return bool(_has_dense(rc) and _has_dense(cc))
+
+
+def _has_dense(counts) -> bool:
+    """Some line holds more than 4 times the median number of entries (and more than 8)."""
+    c = counts[counts > 0]
+    return bool(c.size and c.max() > max(4 * np.median(c), 8))
 
 
 def _check_pattern(pattern, caller):
@@ -248,7 +270,7 @@ def _color_reverse(pattern, order, seed):
 # ---------------------------------------------------------------------------------------
 # Symmetric graphs: star and acyclic coloring
 # ---------------------------------------------------------------------------------------
-def _cyclic_symmetric(g: AdjacencyGraph, algo, lb):
+def _cyclic_symmetric(g: AdjacencyGraph, algo, lb, below=None):
     """The smallest ``k`` in a short range for which ``v mod k`` is a valid coloring.
 
     On banded patterns this is what natural-order greedy finds (``2h + 1`` star colors,
@@ -260,21 +282,22 @@ def _cyclic_symmetric(g: AdjacencyGraph, algo, lb):
     valid = _star_valid if algo == "star" else _acyclic_valid
     v = np.arange(g.nv, dtype=np.int64)
     hi = int(g.degree().max()) + 1
-    for k in range(max(lb, 2), min(hi, lb + 12) + 1):
+    top = min(hi, lb + 12) if below is None else min(hi, lb + 12, below - 1)
+    for k in range(max(lb, 2), top + 1):
         colors = v % k
         if valid(g, colors):
             return colors, k
     return None
 
 
-def _best(graph, order, seed, color, lower_bound, symmetric, first=None):
+def _best(graph, order, seed, color, lower_bound, first=None, thorough=False):
     """Greedy coloring of ``graph`` in each candidate order; the fewest colors wins.
 
     One function for both graphs: ``color(graph, perm)`` runs the kernel, ``first`` is an
     already found coloring ``(colors, name)`` (the periodic one), and the search stops as soon
     as a coloring reaches ``lower_bound``. Returns ``(colors, order name)``.
     """
-    orders, _ = candidates(order, graph, seed, symmetric=symmetric)
+    orders, _ = candidates(order, graph, seed, thorough)
     best = None
     if first is not None:
         best = (first[0], first[1], _n_distinct(first[0]))
@@ -302,38 +325,54 @@ def _acyclic(g: AdjacencyGraph, perm):
     return _kernels.acyclic_coloring(g.nv, g.ptr, g.idx, g.eid, g.n_edges, perm)
 
 
-def _best_distance2(bg: BipartiteGraph, order, seed):
+def _best_distance2(bg: BipartiteGraph, order, seed, thorough=False):
     first = None
     if isinstance(order, str) and order == "best":
         cyc = _cyclic_coloring(bg)
         first = None if cyc is None else (cyc, "cyclic")
-    return _best(bg, order, seed, _distance2, bg.lower_bound, False, first)
+    return _best(bg, order, seed, _distance2, bg.lower_bound, first, thorough)
 
 
-def _best_symmetric(g: AdjacencyGraph, order, seed, algo, cyclic=False, greedy=True):
-    lb = g.star_lower_bound() if algo == "star" else g.lower_bound
-    first = None
-    if cyclic and isinstance(order, str) and order == "best":
+def _best_symmetric(g: AdjacencyGraph, order, seed, algo, thorough=False, cyclic=True):
+    lb = max(g.star_lower_bound() if algo == "star" else g.lower_bound, g.clique_bound())
+    color = _star if algo == "star" else _acyclic
+    is_best = cyclic and isinstance(order, str) and order == "best"
+    if is_best and not _kernels.available():
+        # the Python greedy loops are slow: the vectorised periodic coloring first, and
+        # only that on large graphs
+        first = None
         cyc = _cyclic_symmetric(g, algo, lb)
         if cyc is not None:
             first = (cyc[0], "cyclic")
-            if cyc[1] <= lb or g.nv > _LARGE_SYMMETRIC:
+            if cyc[1] <= lb or g.nv > _PYTHON_LARGE:
                 return first
-    if not greedy:
-        return first
-    return _best(g, order, seed, _star if algo == "star" else _acyclic, lb, True, first)
+        return _best(g, order, seed, color, lb, first, thorough)
+    colors, name = _best(g, order, seed, color, lb, None, thorough)
+    if is_best:
+        # the periodic coloring v mod k, for the k below the greedy count (it wins on some
+        # grids: 3 acyclic colors on a 5-point stencil where greedy needs 4)
+        k = _n_distinct(colors)
+        if k > lb:
+            cyc = _cyclic_symmetric(g, algo, lb, below=k)
+            if cyc is not None:
+                return cyc[0], "cyclic"
+    return colors, name
 
 
-def _color_symmetric(pattern, order, seed, algo, graph=None, greedy=True):
+# without compiled kernels, symmetric graphs above this many vertices get the periodic
+# coloring only (the Python greedy loops are too slow there)
+_PYTHON_LARGE = 20_000
+
+
+def _color_symmetric(pattern, order, seed, algo, graph=None):
+    """Star or acyclic coloring; the decompression data is built only if it is chosen."""
     g = graph if graph is not None else AdjacencyGraph(pattern)
-    found = _best_symmetric(g, order, seed, algo, cyclic=True, greedy=greedy)
-    if found is None:
-        return None
-    colors, name = found
+    colors, name = _best_symmetric(g, order, seed, algo)
     if not g.n_edges:  # diagonal pattern: one color for all vertices with a diagonal entry
         colors = np.zeros(pattern.shape[0], np.int64)
     # the pattern was symmetrized by color_hessian; the colors are still re-validated
-    return BUILDERS[algo](pattern, colors, name, check=False)
+    return _Lazy(_n_distinct(colors),
+                 lambda: BUILDERS[algo](pattern, colors, name, check=False))
 
 
 def _color_bidirectional(pattern, order, seed):
@@ -373,9 +412,11 @@ def _split_bicoloring(pattern, order, seed):
             keep = sel[owner]
             # entries read by JVPs: column coloring; the others by VJPs: row coloring
             fwd = keep if by_cols else ~keep
-            cc, _ = _best_distance2(BipartiteGraph(rows[fwd], cols[fwd], (m, n)), order, seed)
+            cc, _ = _best_distance2(BipartiteGraph(rows[fwd], cols[fwd], (m, n)), order, seed,
+                                    thorough=True)
             rc, _ = _best_distance2(
-                BipartiteGraph(rows[~fwd], cols[~fwd], (m, n), transpose=True), order, seed
+                BipartiteGraph(rows[~fwd], cols[~fwd], (m, n), transpose=True), order, seed,
+                thorough=True,
             )
             kc = _n_distinct(cc)
             total = kc + _n_distinct(rc)
@@ -389,7 +430,9 @@ def _split_bicoloring(pattern, order, seed):
 
 def _star_bicoloring(pattern, order, seed):
     g = AdjacencyGraph.augmented(pattern)
-    colors, name = _best_symmetric(g, order, seed, "star")
+    # (no periodic coloring here: its raw count ties greedy's but loses more colors in
+    # the postprocessing)
+    colors, name = _best_symmetric(g, order, seed, "star", thorough=True, cyclic=False)
     return build_bidirectional(pattern, colors, name)
 
 

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
 from .._pattern import SparsityPattern
+from . import _kernels
 
 # Above this many distance-2 pairs the explicit column-intersection graph is not built, and
 # the orders that need it (degree-based ones) use the cheap degree upper bound instead.
@@ -32,6 +33,8 @@ class BipartiteGraph:
     color. ``rows``/``cols`` must be row-major sorted (as in a `SparsityPattern`); no
     transposed pattern is ever built (that would sort all entries again).
     """
+
+    kind = "bipartite"
 
     def __init__(self, rows, cols, shape, transpose: bool = False):
         m, n = shape
@@ -78,6 +81,11 @@ class BipartiteGraph:
     def degree(self) -> np.ndarray:
         """Distance-2 degree of each vertex (an upper bound when the graph is too big)."""
         if self.adjacency_affordable:
+            if self._adj is None:
+                d = _kernels.distance2_degree(self.nv, self.v_ptr, self.v_idx, self.o_ptr,
+                                              self.o_idx)
+                if d is not None:
+                    return d
             ptr, _ = self.adjacency()
             return np.diff(ptr)
         d = np.bincount(self.ent_v, weights=self.o_counts[self.ent_o], minlength=self.nv)
@@ -106,7 +114,7 @@ def _column_coloring_valid(bg: BipartiteGraph, colors: np.ndarray) -> bool:
         return False
     k = int(c.max()) + 1
     key = bg.ent_o * k + c
-    if bg.no * k <= 50_000_000:
+    if bg.no * k <= 4 * bg.nnz + 100_000:
         return bool(np.bincount(key, minlength=bg.no * k).max() <= 1)
     key = np.sort(key)
     return bool(np.all(key[1:] != key[:-1]))
@@ -149,6 +157,7 @@ class AdjacencyGraph:
         deg = np.diff(self.ptr)
         self.sum_deg2 = int(np.sum(deg.astype(np.int64) ** 2))
 
+    kind = "adjacency"
     adjacency_affordable = True
 
     def degree(self):
@@ -163,6 +172,18 @@ class AdjacencyGraph:
         """Any coloring needs 2 colors once there is an edge; a star coloring is computed
         separately (``star_lower_bound``)."""
         return 2 if self.n_edges else (1 if self.nv else 0)
+
+    def clique_bound(self) -> int:
+        """The largest clique found greedily from 32 start vertices (the 16 of largest
+        degree and 16 spread over the index range): every coloring needs that many colors."""
+        if not self.n_edges:
+            return self.lower_bound
+        deg = self.degree()
+        top = np.argsort(-deg, kind="stable")[:16]
+        spread = np.linspace(0, self.nv - 1, 16).astype(np.int64)
+        starts = np.unique(np.concatenate([top, spread]))
+        return max(self.lower_bound,
+                   _kernels.clique_lower_bound(self.nv, self.ptr, self.idx, starts))
 
     def star_lower_bound(self) -> int:
         """3 when an edge has two ends with another neighbor (a path on 4 vertices or a
@@ -188,6 +209,10 @@ class AdjacencyGraph:
 def _star_valid(g: AdjacencyGraph, colors) -> bool:
     """Direct decompression works: distance-1, and every edge has a side where the other
     end is the only neighbor of its color (vectorised)."""
+    if colors.size and colors.min() >= 0:
+        fast = _kernels.star_valid(g.nv, g.ptr, g.idx, colors, int(colors.max()) + 1)
+        if fast is not None:
+            return fast
     r, c = g.rows, g.cols
     if np.any(colors[r] == colors[c]):
         return False

@@ -338,7 +338,7 @@ def dsatur_order(nv, ptr, idx):
     heap = np.empty(nv + idx.size + 1, np.int64)
     size = 0
     for v in range(nv):
-        size = _heap_push(heap, size, ((dmax - 0) * (dmax + 1) + (dmax - deg[v])) * nv + v)
+        size = _heap_push(heap, size, (dmax * (dmax + 1) + (dmax - deg[v])) * nv + v)
     out = np.empty(nv, np.int64)
     for t in range(nv):
         while True:
@@ -373,3 +373,78 @@ def dsatur_order(nv, ptr, idx):
                 heap, size, ((dmax - sat[w]) * (dmax + 1) + (dmax - deg[w])) * nv + w
             )
     return out
+
+
+def warm_up():
+    """Call every kernel once on a 2-vertex graph: loads each from the disk cache (or
+    compiles it, the first time on a machine)."""
+    ptr = np.array([0, 1, 2], np.int64)
+    idx = np.array([1, 0], np.int64)
+    eid = np.zeros(2, np.int64)
+    order = np.arange(2, dtype=np.int64)
+    greedy_distance2(2, ptr, idx, ptr, idx, order)
+    distance2_degree(2, ptr, idx, ptr, idx)
+    star_coloring(2, ptr, idx, eid, 1, order)
+    acyclic_coloring(2, ptr, idx, eid, 1, order)
+    for kind in range(3):
+        dynamic_order(kind, 2, ptr, idx)
+    dsatur_order(2, ptr, idx)
+    clique_lower_bound(2, ptr, idx, order)
+    star_valid(2, ptr, idx, order, 2)
+
+
+@_njit
+def clique_lower_bound(nv, ptr, idx, starts):
+    """Size of the largest clique found greedily from each start vertex: grow {v} by the
+    neighbors of v (in index order) adjacent to every member (binary search in the sorted
+    rows). Any distance-1 coloring needs at least that many colors."""
+    best = 1 if nv else 0
+    members = np.empty(nv + 1, np.int64)
+    for t in range(starts.size):
+        v = starts[t]
+        q = 1
+        members[0] = v
+        for p in range(ptr[v], ptr[v + 1]):
+            w = idx[p]
+            ok = True
+            for j in range(q):
+                u = members[j]
+                if u == v:
+                    continue
+                lo = ptr[w]
+                hi = ptr[w + 1]
+                while lo < hi:
+                    mid = (lo + hi) >> 1
+                    if idx[mid] < u:
+                        lo = mid + 1
+                    else:
+                        hi = mid
+                if lo == ptr[w + 1] or idx[lo] != u:
+                    ok = False
+                    break
+            if ok:
+                members[q] = w
+                q += 1
+        best = max(best, q)
+    return best
+
+
+@_njit
+def star_valid(nv, ptr, idx, colors, k):
+    """Whether ``colors`` (in ``range(k)``) is a star coloring: distance-1, and every edge
+    has an end whose other end is the only neighbor of its color. Stops at the first
+    violation (the periodic candidates that fail usually fail at once)."""
+    table = np.zeros(nv * k, np.int32)  # (vertex, color) -> neighbors of that color
+    for v in range(nv):
+        cv = colors[v]
+        for p in range(ptr[v], ptr[v + 1]):
+            w = idx[p]
+            if colors[w] == cv:
+                return False
+            table[v * k + colors[w]] += 1
+    for v in range(nv):
+        for p in range(ptr[v], ptr[v + 1]):
+            w = idx[p]
+            if table[v * k + colors[w]] != 1 and table[w * k + colors[v]] != 1:
+                return False
+    return True

@@ -316,3 +316,17 @@ def acyclic_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray) -> np.ndarra
     return np.asarray(color, dtype=np.int64) - 1
 
 
+
+
+def clique_lower_bound(nv, ptr, idx, starts) -> int:
+    """Size of the largest clique found greedily from each start vertex (see ``_numba``)."""
+    best = 1 if nv else 0
+    for v in starts.tolist():
+        members = [v]
+        for w in idx[ptr[v]:ptr[v + 1]].tolist():
+            row = idx[ptr[w]:ptr[w + 1]]
+            others = np.asarray(members[1:], dtype=np.int64)
+            if others.size == 0 or np.all(np.isin(others, row)):
+                members.append(w)
+        best = max(best, len(members))
+    return best

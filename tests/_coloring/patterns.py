@@ -117,6 +117,10 @@ def arrow(m, n, row=0, col=0) -> sa.SparsityPattern:
 EXTRA_JAC = {
     "steering_nh60": steering_jacobian(60),
     "stencil_jac_15x11": stencil(15, 11),
+    "stencil_jac_10x10": stencil(10, 10),
+    "stencil_jac_20x20": stencil(20, 20),
+    "stencil_jac_13x30": stencil(13, 30),
+    "band_60x73": banded(50, 73, 4, 1),
     "random_120x90": random_pattern(120, 90, 0.04, 11),
     "random_60x200": random_pattern(60, 200, 0.05, 12),
     "arrow_40x55": arrow(40, 55, row=5, col=50),
@@ -129,4 +133,6 @@ EXTRA_SYM = {
     "random_200_sparse": random_symmetric(200, 0.01, 14, diag=False),
     "arrow_90": arrow(90, 90, row=0, col=0),
     "band7_100": banded(100, 100, 7, 7),
+    "arrow_300": arrow(300, 300, row=299, col=299),
+    "stencil_20x20": stencil(20, 20),
 }
