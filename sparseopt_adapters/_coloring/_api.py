@@ -101,8 +101,14 @@ def color_jacobian(
         res = _color_bidirectional(pattern, order, seed)
     else:
         f = _color_forward(pattern, order, seed)
-        r = _color_reverse(pattern, order, seed)
-        lazy = f if f.n_colors <= r.n_colors else r
+        lazy = f
+        # a row coloring needs at least as many colors as the densest column has entries:
+        # skipped when that cannot beat the column coloring (ties go to forward)
+        col_max = int(np.bincount(pattern.cols, minlength=n).max()) if pattern.nnz else 0
+        if col_max < f.n_colors:
+            r = _color_reverse(pattern, order, seed)
+            if r.n_colors < f.n_colors:
+                lazy = r
         res = None
         if _bicoloring_promising(pattern, lazy.n_colors):
             b = _color_bidirectional(pattern, order, seed)
@@ -337,16 +343,11 @@ def _best_symmetric(g: AdjacencyGraph, order, seed, algo, thorough=False, cyclic
     lb = max(g.star_lower_bound() if algo == "star" else g.lower_bound, g.clique_bound())
     color = _star if algo == "star" else _acyclic
     is_best = cyclic and isinstance(order, str) and order == "best"
-    if is_best and not _kernels.available():
-        # the Python greedy loops are slow: the vectorised periodic coloring first, and
-        # only that on large graphs
-        first = None
+    if is_best and g.nv > _PYTHON_LARGE and not _kernels.available():
+        # without numba the greedy loops are slow: the vectorised periodic coloring only
         cyc = _cyclic_symmetric(g, algo, lb)
         if cyc is not None:
-            first = (cyc[0], "cyclic")
-            if cyc[1] <= lb or g.nv > _PYTHON_LARGE:
-                return first
-        return _best(g, order, seed, color, lb, first, thorough)
+            return cyc[0], "cyclic"
     colors, name = _best(g, order, seed, color, lb, None, thorough)
     if is_best:
         # the periodic coloring v mod k, for the k below the greedy count (it wins on some

@@ -272,13 +272,14 @@ def _counter(owner, color, n_owner):
 
 def _transposed(rows, cols, n, ptr=None):
     """CSR of the transpose of a row-major sorted ``n × n`` pattern, in linear time:
-    ``(indptr, indices, source)`` with ``source[k]`` the entry that lands at position ``k``."""
-    if ptr is None:
-        ptr = np.zeros(n + 1, np.int64)
-        np.cumsum(np.bincount(rows, minlength=n), out=ptr[1:])
-    a = sp.csr_array((np.arange(rows.size, dtype=np.int64), cols, ptr), shape=(n, n))
-    t = a.T.tocsr()  # csr_tocsc: indices come out sorted within each row
-    return t.indptr, t.indices, t.data
+    ``(indptr, indices, source)`` with ``source[k]`` the entry that lands at position ``k``.
+
+    A stable sort of the column indices (numpy's radix sort for integers) keeps the rows in
+    order within each column."""
+    source = np.argsort(cols, kind="stable")
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(cols, minlength=n), out=indptr[1:])
+    return indptr, rows[source], source
 
 
 def _mirror(rows, cols, n, ptr=None):

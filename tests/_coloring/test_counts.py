@@ -7,11 +7,11 @@ import pathlib
 import warnings
 
 import pytest
+import test_coloring as T
 
 import sparseopt_adapters as sa
 from sparseopt_adapters._coloring import ORDERS, _kernels
 
-import test_coloring as T
 from .patterns import EXTRA_JAC, EXTRA_SYM
 
 BASELINE = json.loads((pathlib.Path(__file__).parent / "baseline_counts.json").read_text())
