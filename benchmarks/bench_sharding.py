@@ -1,29 +1,35 @@
-"""Sharded and chunked compressed derivatives at 1e6 variables (issue 9).
+"""Memory per device and time per call of sharded compressed derivatives (issue 17).
 
-Every measurement runs in its own subprocess, so its peak resident memory
-(``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is that configuration's alone; the ``mesh``
-rows start JAX with ``XLA_FLAGS=--xla_force_host_platform_device_count=D`` (D simulated CPU
-devices sharing this machine's cores and memory, so the RSS is the sum over devices).
+Each configuration runs in its own subprocess started with
+``XLA_FLAGS=--xla_force_host_platform_device_count=D`` (D simulated CPU devices sharing this
+machine's cores and memory), builds the derivative with ``mesh=`` over those devices, and
+reports:
 
-Rows:
+* ``per-device MB``: the largest, over devices, of the bytes resident on that device before
+  the call (``jax.live_arrays()``: ``x``, the index data, anything else the object keeps on a
+  device) plus the compiled call's temporary and output buffers
+  (``compiled.memory_analysis()``; an SPMD program reports one device's share). This is what
+  must fit on one device.
+* ``vs 1 device``: that figure over the single-device one (goal on 4 devices: <= 0.35 for
+  ``banded`` and ``stencil`` at n = 1e6).
+* ``call ms``: median of ``--repeat`` calls after a warm-up (the devices share 2 cores here,
+  so this shows overheads, not speed-up).
+* ``max ulp``: largest difference in units in the last place to the single-device values.
 
-* ``hessian``: chained Rosenbrock, n variables (tridiagonal Hessian, 3 colors, star).
-* ``jacobian``: 2-D Bratu residual on an N×N grid (n = N², 5-point stencil, forward).
-* ``primal``: the function and its gradient only (the baseline RSS of JAX + the data).
+Cases (``n`` variables):
 
-Columns: ``max RSS MB`` is the whole process (all simulated devices, XLA's compiler, the
-pattern and index arrays); ``XLA temp MB`` is the temporary buffer size of the compiled
-call per device (``compiled.memory_analysis().temp_size_in_bytes``): the products in
-flight, which is what ``chunk_size`` bounds.
-* ``solve``: `sparseopt_adapters.ipopt.minimize` from zero on a convex 1-D Bratu-type
-  energy ``sum(diff(x)²)/2h + h·sum(exp(x) - 2x + x⁴/4)`` (tridiagonal Hessian; single
-  device: the adapters take no ``mesh`` yet). Chained Rosenbrock is not used here: from
-  ``(-1.2, 1, ...)`` or from zero IPOPT does not converge within its 3000 iterations even
-  at n = 1e4 (117 s here), and optimistix ``Newton`` not within 200 steps.
+* ``banded``: ``benchmarks/_problems.banded_residual`` (pentadiagonal Jacobian, 5 colours).
+* ``stencil``: 2-D Bratu residual on an N×N grid (5-point stencil, 5 colours).
+* ``seed``: the seed fit on a fine mesh (``examples/sparse_operator_fit.py``): the nonzeros
+  of a bilinear prolongation G, residual ``vec(GᵀLₖG) - Xₖ``; its sparse products gather
+  across the whole mesh, so XLA moves data between devices.
+
+Rows ``axis = colors`` use `color_mesh` (the colour batch split, issue 9) for comparison;
+``auto`` rows use a plain device list (the rule of `_sharding.choose_sharding` decides).
 
 Usage::
 
-    python benchmarks/bench_sharding.py            # n = 1e6 (about 3 minutes here)
+    python benchmarks/bench_sharding.py            # n = 1e6 (a few minutes)
     python benchmarks/bench_sharding.py --quick    # n = 1e4
 """
 
@@ -32,150 +38,201 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
 
 
-def _worker(kind: str, n: int, chunk: int | None, devices: int, repeat: int) -> dict:
+def _seed_case(n):
+    import importlib.util
+
+    import sparseopt_adapters as sa
+
+    spec = importlib.util.spec_from_file_location(
+        "sparse_operator_fit", HERE.parent / "examples" / "sparse_operator_fit.py")
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    nc = max(3, int(round((n / 9) ** 0.5)))  # G has about 9 nc² nonzeros
+    residual, G0, targets, _ = ex.make_problem(nc)
+    pattern = G0.pattern
+    k = G0.nnz
+
+    def r(g):
+        return residual(sa.PatternMatrix(g, pattern), targets)
+
+    return r, G0.values, k
+
+
+def _problem(case, n):
+    import numpy as np
+    from _problems import banded_residual, bratu_residual
+
+    if case == "banded":
+        return banded_residual, np.cos(np.arange(n)), n
+    if case == "stencil":
+        N = int(round(n ** 0.5))
+        return bratu_residual(N), 0.1 + 0.01 * np.sin(np.arange(N * N)), N * N
+    if case == "seed":
+        return _seed_case(n)
+    raise ValueError(case)
+
+
+def _device_bytes():
     import jax
-    import jax.numpy as jnp
+
+    per = {}
+    for a in jax.live_arrays():
+        for s in a.addressable_shards:
+            per[s.device] = per.get(s.device, 0) + s.data.nbytes
+    return per
+
+
+def _worker(case, n, axis, repeat, out_path):
+    import jax
     import numpy as np
 
     jax.config.update("jax_enable_x64", True)
-    sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(HERE.parent))
-    from _problems import bratu_residual, rosenbrock
-
     import sparseopt_adapters as sa
-    from sparseopt_adapters._sharding import color_mesh
+    from sparseopt_adapters._sharding import color_mesh, shard_variables, variable_mesh
 
-    mesh = color_mesh() if devices > 1 else None
-    out: dict = {"devices": len(jax.devices())}
+    f, x, n = _problem(case, n)
+    D = len(jax.devices())
+    mesh = (None if D == 1 else color_mesh() if axis == "colors"
+            else variable_mesh() if axis == "variables" else jax.devices())
     t0 = time.perf_counter()
-    if kind == "solve":
-        from sparseopt_adapters import ipopt
-
-        h = 1.0 / (n + 1)
-
-        def energy(v):  # convex 1-D Bratu-type energy (tridiagonal Hessian)
-            vp = jnp.pad(v, 1)
-            return (jnp.sum(jnp.diff(vp) ** 2) / (2 * h)
-                    + h * jnp.sum(jnp.exp(v) - 2.0 * v + 0.25 * v ** 4))
-
-        res = ipopt.minimize(energy, np.zeros(n))
-        out.update(
-            total_s=time.perf_counter() - t0, success=bool(res.success), nit=int(res.nit),
-            fun=float(res.fun), grad_inf=float(jnp.max(jnp.abs(jax.grad(energy)(res.x)))),
-        )
+    obj = sa.sparse_jacobian(f, x, mesh=mesh)
+    build = time.perf_counter() - t0
+    how = getattr(obj, "sharding", "none")
+    if how == "variables":
+        x = shard_variables(np.asarray(x), obj.mesh)
+        call, index = obj.plan.values_jit, obj.plan.arrays()
     else:
-        if kind in ("hessian", "primal_h"):
-            x = jnp.asarray(np.where(np.arange(n) % 2 == 0, -1.2, 1.0))
-            if kind == "hessian":
-                obj = sa.sparse_hessian(rosenbrock, x, chunk_size=chunk, mesh=mesh)
-                call = obj.values
-            else:
-                call = jax.jit(jax.value_and_grad(rosenbrock))
-        else:
-            N = int(round(n ** 0.5))
-            r = bratu_residual(N)
-            x = jnp.full(N * N, 0.1)
-            if kind == "jacobian":
-                obj = sa.sparse_jacobian(r, x, mode="forward", chunk_size=chunk, mesh=mesh)
-                call = obj.values
-            else:
-                call = jax.jit(lambda u: jax.vjp(r, u)[1](r(u)))
-        out["build_s"] = time.perf_counter() - t0
-        if kind in ("hessian", "jacobian"):
-            out["colors"] = obj.n_colors
+        call, index = obj._values_jit, obj._static.get()
+    jax.block_until_ready(x)
+    before = _device_bytes()
+    t = time.perf_counter()
+    ma = call.lower(index, x).compile().memory_analysis()
+    compile_s = time.perf_counter() - t
+    t = time.perf_counter()
+    v = jax.block_until_ready(obj.values(x))
+    first = time.perf_counter() - t
+    times = []
+    for _ in range(repeat):
         t = time.perf_counter()
-        jax.block_until_ready(call(x))
-        out["first_s"] = time.perf_counter() - t
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            jax.block_until_ready(call(x))
-            times.append(time.perf_counter() - t)
-        out["median_s"] = statistics.median(times)
-        if kind in ("hessian", "jacobian"):
-            # XLA's temporary buffers of the compiled call, per device (an SPMD program)
-            ma = obj._values_jit.lower(obj._static.get(), x).compile().memory_analysis()
-            out["temp_mb"] = ma.temp_size_in_bytes / 2**20 if ma is not None else float("nan")
-    out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return out
+        jax.block_until_ready(obj.values(x))
+        times.append(time.perf_counter() - t)
+    resident = max(before.values()) if before else 0
+    temp = ma.temp_size_in_bytes + ma.output_size_in_bytes if ma is not None else float("nan")
+    np.save(out_path, np.asarray(v))
+    shards = sorted({s.data.shape[0] for s in v.addressable_shards})
+    return {"devices": D, "sharding": how, "colors": obj.n_colors, "n": n, "nnz": obj.nnz,
+            "build_s": build, "compile_s": compile_s, "first_s": first,
+            "median_s": statistics.median(times), "resident_mb": resident / 2**20,
+            "temp_mb": temp / 2**20, "per_device_mb": (resident + temp) / 2**20,
+            "value_shard": shards[-1], "plan": repr(obj.plan) if obj.plan else None}
 
 
-def _run(kind, n, chunk, devices, repeat, timeout=600):
+def _run(case, n, axis, devices, repeat, out_path, timeout=900):
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={devices}".strip()
-    cmd = [sys.executable, __file__, "--worker", kind, "--n", str(n), "--devices",
-           str(devices), "--repeat", str(repeat)]
-    if chunk is not None:
-        cmd += ["--chunk", str(chunk)]
+    env.setdefault("OPENBLAS_NUM_THREADS", "1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, __file__, "--worker", case, "--n", str(n), "--axis", axis,
+           "--repeat", str(repeat), "--out", str(out_path)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
+def _max_ulp(a, b):
+    import numpy as np
+
+    if a.shape != b.shape:
+        return None
+    if a.size == 0:
+        return 0
+    return int(np.max(np.abs(a.view(np.int64) - b.view(np.int64))))
+
+
 def main(argv=None):
+    import numpy as np
+    from _report import add_json_argument, table, version, write_json
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="n = 1e4 instead of 1e6")
-    ap.add_argument("--devices", type=int, default=2, help="simulated devices of the mesh rows")
+    ap.add_argument("--n", type=int, default=None, help="variables (default 1e6; 1e4 quick)")
+    ap.add_argument("--cases", default="banded,stencil,seed")
+    ap.add_argument("--devices", default="1,2,4", help="device counts")
+    ap.add_argument("--axes", default=None,
+                    help="mesh kinds besides the 1-device row: auto (a device list: the rule "
+                         "decides), colors (color_mesh), variables (variable_mesh); default "
+                         "auto,colors (quick: auto,colors,variables)")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls after the warm-up")
-    ap.add_argument("--no-solve", action="store_true", help="skip the IPOPT solve")
-    ap.add_argument("--json", type=Path, help="also write the rows here")
+    ap.add_argument("--no-solve", action="store_true", help="(kept for run.py; no solve here)")
+    add_json_argument(ap)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--chunk", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--axis", default="auto", help=argparse.SUPPRESS)
+    ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.worker:
-        print(json.dumps(_worker(a.worker, a.n, a.chunk, a.devices, a.repeat)))
+        print(json.dumps(_worker(a.worker, a.n, a.axis, a.repeat, a.out)))
         return
-    n = 10_000 if a.quick else 1_000_000
-    D = a.devices
-    configs = [
-        ("primal_h", None, 1), ("hessian", None, 1), ("hessian", 1, 1),
-        ("hessian", None, D), ("hessian", 2, D),
-        ("primal_j", None, 1), ("jacobian", None, 1), ("jacobian", 1, 1),
-        ("jacobian", None, D), ("jacobian", 2, D),
-    ]
-    rows = []
+    n = a.n or (10_000 if a.quick else 1_000_000)
+    counts = [int(d) for d in a.devices.split(",")]
+    axes = (a.axes or ("auto,colors,variables" if a.quick else "auto,colors")).split(",")
     print(f"n = {n:.0e} variables; {os.cpu_count()} CPU cores; load average "
           f"{os.getloadavg()[0]:.1f}; median of {a.repeat} calls after one warm-up\n")
-    head = (f"{'what':<10}{'devices':>8}{'chunk':>7}{'colors':>7}{'build s':>9}"
-            f"{'1st call s':>11}{'call ms':>9}{'max RSS MB':>11}{'XLA temp MB':>12}")
+    head = (f"{'case':<9}{'axis':<7}{'dev':>4}{'split':>10}{'colors':>7}{'nnz':>10}"
+            f"{'per-dev MB':>11}{'vs 1 dev':>9}{'resident':>9}{'XLA tmp+out':>12}"
+            f"{'call ms':>9}{'max ulp':>8}")
     print(head)
     print("-" * len(head))
-    for kind, chunk, dev in configs:
-        r = _run(kind, n, chunk, dev, a.repeat)
-        rows.append({"kind": kind, "chunk": chunk, "devices": dev, "n": n, **r})
-        if "error" in r:
-            print(f"{kind:<10}{dev:>8}{chunk or '-':>7}  error: {r['error']}")
-            continue
-        print(f"{kind:<10}{dev:>8}{chunk or '-':>7}{r.get('colors', '-'):>7}"
-              f"{r['build_s']:>9.2f}{r['first_s']:>11.2f}{1e3 * r['median_s']:>9.1f}"
-              f"{r['maxrss_mb']:>11.0f}{r.get('temp_mb', float('nan')):>12.1f}", flush=True)
-    if not a.no_solve:
-        r = _run("solve", n, None, 1, 1)
-        rows.append({"kind": "solve", "devices": 1, "n": n, **r})
-        print()
-        if "error" in r:
-            print(f"ipopt.minimize(Bratu-type energy, n={n:.0e}): error: {r['error']}")
-        else:
-            print(f"ipopt.minimize(Bratu-type energy, n={n:.0e}): {r['total_s']:.1f} s total "
-                  f"(detection, coloring, compile, solve), {r['nit']} iterations, "
-                  f"success={r['success']}, f={r['fun']:.6g}, |grad|_inf={r['grad_inf']:.1e}, "
-                  f"max RSS {r['maxrss_mb']:.0f} MB")
-    if a.json:
-        a.json.write_text(json.dumps(rows, indent=1))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in a.cases.split(","):
+            ref = base = None
+            configs = [("auto", 1)] + [(ax, d) for ax in axes for d in counts if d > 1]
+            for axis, dev in configs:
+                out = Path(tmp) / f"{case}-{axis}-{dev}.npy"
+                r = _run(case, n, axis, dev, a.repeat, out)
+                if "error" in r:
+                    print(f"{case:<9}{axis:<7}{dev:>4}  error: {r['error']}", flush=True)
+                    rows.append([case, axis, dev] + [None] * 8 + [r["error"]])
+                    continue
+                vals = np.load(out)
+                if ref is None:
+                    ref, base = vals, r["per_device_mb"]
+                ulp = _max_ulp(vals, ref)
+                ratio = r["per_device_mb"] / base
+                print(f"{case:<9}{axis:<7}{dev:>4}{r['sharding']:>10}{r['colors']:>7}"
+                      f"{r['nnz']:>10}{r['per_device_mb']:>11.1f}{ratio:>9.3f}"
+                      f"{r['resident_mb']:>9.1f}{r['temp_mb']:>12.1f}"
+                      f"{1e3 * r['median_s']:>9.1f}{ulp if ulp is not None else '-':>8}",
+                      flush=True)
+                rows.append([case, axis, dev, r["sharding"], r["colors"], r["n"], r["nnz"],
+                             r["per_device_mb"], ratio, 1e3 * r["median_s"], ulp, r["plan"]])
+    notes = ["per-device MB = bytes resident on the fullest device before the call + the "
+             "compiled call's temp and output buffers (memory_analysis); goal: <= 0.35x the "
+             "1-device figure on 4 devices for banded and stencil at n = 1e6",
+             f"simulated CPU devices sharing {os.cpu_count()} cores (load average "
+             f"{os.getloadavg()[0]:.1f}): times show overheads, not speed-up"]
+    tab = table(f"Sharded compressed Jacobians, n = {n:.0e}: memory per device and time",
+                ["case", "axis", "devices", "split", "colors", "n", "nnz", "per-device MB",
+                 "vs 1 device", "call ms", "max ulp vs 1 device", "plan"], rows, notes)
+    tab["columns"].insert(1, "peer")
+    for row in tab["rows"]:
+        row.insert(1, f"{version('jax')} (1 device)")
+    write_json(a.json, "sharding", [tab], {"jax": version("jax").split()[-1]})
 
 
 if __name__ == "__main__":

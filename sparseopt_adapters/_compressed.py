@@ -327,6 +327,14 @@ class SparseJacobian:
         self._bcoo_indices = None  # device copy, made on the first call outside a trace
         self._values_jit = jax.jit(self._values_impl)
         self._compressed_jit = jax.jit(self._compressed_impl)
+        # -- issue 17 hook (owner: _sharding): with a mesh, pick colour or variable
+        # sharding; the variable path replaces the two jitted calls above --
+        self.sharding, self.plan = "none", None
+        if mesh is not None:
+            from ._sharding import attach
+
+            attach(self)
+        # -- end of hook --
 
     # -- properties -------------------------------------------------------------------
     @property
@@ -572,6 +580,14 @@ class SparseHessian:
         self._bcoo_indices = None  # device copy, made on the first call outside a trace
         self._values_jit = jax.jit(self._values_impl)
         self._compressed_jit = jax.jit(self._compressed_impl)
+        # -- issue 17 hook (owner: _sharding): with a mesh, pick colour or variable
+        # sharding; the variable path replaces the two jitted calls above --
+        self.sharding, self.plan = "none", None
+        if mesh is not None:
+            from ._sharding import attach
+
+            attach(self)
+        # -- end of hook --
 
     @property
     def n_colors(self) -> int:
