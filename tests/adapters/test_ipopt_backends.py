@@ -14,6 +14,7 @@ import sys
 import textwrap
 import traceback
 
+import helpers
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -98,6 +99,20 @@ def test_same_iterates_on_the_same_library(name):
     assert res.ipopt_library["backend"] == "libipopt" and ref.ipopt_library["backend"] == "cyipopt"
     if name == "nan-trial":
         assert res.nonfinite["objective"] >= 1
+
+
+@pytest.mark.filterwarnings("ignore::sparseopt_adapters.DenseColoringWarning")  # seed_fit
+@pytest.mark.parametrize("name", sorted(helpers.PROBLEMS))
+def test_registry_problems_take_the_same_iterates(name):
+    """The shared registry (tests/helpers.py): pytrees, PatternMatrix, args, bounds, both."""
+    p = helpers.get(name)
+    problem = dict(fun=p.fun, x0=p.x0, args=p.args, bounds=p.bounds, constraints=p.constraints)
+    ref, ref_seen = trace("cyipopt", problem)
+    res, seen = trace("libipopt", problem)
+    assert res.success and (res.status, res.nit) == (ref.status, ref.nit)
+    assert (res.nfev, res.njev, res.nhev) == (ref.nfev, ref.njev, ref.nhev)
+    np.testing.assert_allclose(seen, ref_seen, rtol=1e-10, atol=1e-10)
+    assert res.fun == pytest.approx(p.f_star, rel=p.f_tol, abs=p.f_tol)
 
 
 def test_values_are_written_into_the_c_buffer_in_place():
