@@ -409,13 +409,18 @@ def attach(problem, backend: str, libipopt=None) -> CBackend | None:
 
 @functools.lru_cache(maxsize=1)  # candidates() runs ctypes.util.find_library: ~70 ms a call
 def cyipopt_library_path() -> str | None:
-    """The libipopt file cyipopt-wheels links (for the report of backend='cyipopt')."""
+    """The libipopt file cyipopt uses: the wheel's, else (Linux) the one mapped in-process."""
     from . import _libraries
 
     for source, path in _libraries.candidates():
         if source == "cyipopt-wheels":
             return path
-    return None
+    try:  # cyipopt built against another IPOPT (conda, a system build): it is loaded already
+        with open("/proc/self/maps") as f:
+            mapped = {line.split()[-1] for line in f if "libipopt" in line}
+    except OSError:
+        return None
+    return min(mapped) if len(mapped) == 1 else None
 
 
 def library_info(problem) -> dict:
