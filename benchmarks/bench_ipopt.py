@@ -23,8 +23,9 @@ Solvers (the same IPOPT options for all: tol 1e-8, mu_strategy monotone, MUMPS):
     ours-lbfgs     ours with hessian_approximation='limited-memory' (no Hessian built;
                    n <= 2e4 only: it needs hundreds of iterations)
 
-Columns: iterations; setup (ours: detection + coloring + compile; casadi: nlpsol build;
-dense: jit compile); solve wall time (median of --reps solves after one warm-up solve) and
+Columns: iterations; setup (ours: detection + coloring + compile, the setup cache cleared
+first; casadi: nlpsol build; dense: jit compile); solve wall time (median of --reps solves
+after one warm-up solve; the solvers of a problem take turns, rep by rep) and
 process CPU time, both also as a ratio to CasADi; IPOPT's own print_timing_statistics split of
 the solve into time in NLP function evaluations (everything inside the callbacks, including
 cyipopt's copies) and everything else (MUMPS, line search, ...); `cb share`: the function
@@ -168,21 +169,33 @@ def timing_options(tag):
 
 
 # ---------------------------------------------------------------------------------------
-# runners: each returns a row dict
+# cases: each builds its solver (timed setup) and returns a `solve` closure; `measure` times
+# the cases of one problem interleaved (rep 1 of every solver, then rep 2, ...), so that a
+# load change on a shared machine hits every solver alike
 # ---------------------------------------------------------------------------------------
-def _median_runs(solve, reps, warmup=True):
+def measure(cases, reps, warmup=True):
+    """Rows: median wall and median CPU of ``reps`` interleaved solves per case."""
     if warmup:
-        solve()
-    runs = []
+        for case in cases:
+            case["solve"]()
+    runs = {id(c): [] for c in cases}
     for _ in range(reps):
-        t, c = time.perf_counter(), time.process_time()
-        extra = solve()
-        runs.append((time.perf_counter() - t, time.process_time() - c, extra))
-    k = sorted(range(reps), key=lambda i: runs[i][0])[reps // 2]
-    return runs[k]
+        for case in cases:
+            t, c = time.perf_counter(), time.process_time()
+            extra = case["solve"]()
+            runs[id(case)].append((time.perf_counter() - t, time.process_time() - c, extra))
+    rows = []
+    for case in cases:
+        rs = runs[id(case)]
+        k = sorted(range(reps), key=lambda i: rs[i][0])[reps // 2]
+        cpu = float(np.median([r[1] for r in rs]))
+        rows.append(dict(solver=case["solver"], setup=case["setup"], wall=rs[k][0], cpu=cpu,
+                         **rs[k][2]))
+        case.get("close", lambda: None)()
+    return rows
 
 
-def run_ours(p, reps, lbfgs=False, warmup=True, backend="cyipopt", libipopt=None, label=None):
+def run_ours(p, lbfgs=False, backend="cyipopt", libipopt=None, label=None):
     label = label or ("ours-lbfgs" if lbfgs else "ours")
     tag = f"{label}-{p['name']}-{p['size']}".replace("@", "_")
     path, topts = timing_options(tag)
@@ -190,6 +203,7 @@ def run_ours(p, reps, lbfgs=False, warmup=True, backend="cyipopt", libipopt=None
     if lbfgs:  # capped: L-BFGS can need thousands of iterations here
         opts.update(hessian_approximation="limited-memory", max_wall_time=LBFGS_WALL_CAP)
     bounds = None if p["lb"] is None else so.Bounds(p["lb"], p["ub"])
+    sparseopt_adapters.clear_cache()  # setup paid by every row, not served by the cache
     t = time.perf_counter()
     prob = ipopt.Problem(p["f"], p["x0"], bounds=bounds, options=opts,
                          constraints=so.NonlinearConstraint(p["c"], p["cl"], p["cu"]),
@@ -201,12 +215,10 @@ def run_ours(p, reps, lbfgs=False, warmup=True, backend="cyipopt", libipopt=None
         return dict(status=info["status"], obj=info["obj_val"], iters=prob.nlp.iteration,
                     callbacks=prob.nlp.timing()["callbacks_s"], ipopt=ipopt_timing(path))
 
-    wall, cpu, r = _median_runs(solve, reps, warmup)
-    prob.close()
-    return dict(solver=label, setup=setup, wall=wall, cpu=cpu, **r)
+    return dict(solver=label, setup=setup, solve=solve, close=prob.close)
 
 
-def run_casadi(p, reps):
+def run_casadi(p):
     import casadi as ca
 
     tag = f"casadi-{p['name']}-{p['size']}"
@@ -226,11 +238,10 @@ def run_casadi(p, reps):
         return dict(status=st["return_status"], obj=float(r["f"]), iters=st["iter_count"],
                     callbacks=np.nan, ipopt=ipopt_timing(path))
 
-    wall, cpu, r = _median_runs(solve, reps)
-    return dict(solver="casadi", setup=setup, wall=wall, cpu=cpu, **r)
+    return dict(solver="casadi", setup=setup, solve=solve)
 
 
-def run_dense(p, reps, warmup=True):
+def run_dense(p):
     from cyipopt import minimize_ipopt
 
     tag = f"dense-{p['name']}-{p['size']}"
@@ -261,8 +272,7 @@ def run_dense(p, reps, warmup=True):
         return dict(status=res.status, obj=res.fun, iters=res.nit, callbacks=np.nan,
                     ipopt=ipopt_timing(path))
 
-    wall, cpu, r = _median_runs(solve, reps, warmup)
-    return dict(solver="dense-jax", setup=setup, wall=wall, cpu=cpu, **r)
+    return dict(solver="dense-jax", setup=setup, solve=solve)
 
 
 def casadi_libipopt():
@@ -326,7 +336,8 @@ def main(argv=None):
           f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}; jax {jax.__version__}, "
           f"cyipopt {cyipopt.__version__} (IPOPT 3.14.11, MUMPS 5.5.1), casadi "
           f"{casadi.__version__} (its own IPOPT 3.14.19, MUMPS 5.8.2)")
-    print(f"# IPOPT options for all: {COMMON}; solve = median of {a.reps} after a warm-up")
+    print(f"# IPOPT options for all: {COMMON}; solve = median of {a.reps} after a warm-up, "
+          "solvers interleaved")
     print(HEADER)
     skipped = []
     from sparseopt_adapters.ipopt import _capi
@@ -340,22 +351,25 @@ def main(argv=None):
              "ours-lbfgs": f"cyipopt {cyipopt.__version__} (IPOPT 3.14.11)"}
     json_rows = []
     for p in problems:
-        ref = run_casadi(p, a.reps)
-        rows = [ref, run_ours(p, a.reps),
-                run_ours(p, a.reps, backend="libipopt", libipopt=caslib, label="ours-libipopt")]
+        main = [run_casadi(p), run_ours(p),
+                run_ours(p, backend="libipopt", libipopt=caslib, label="ours-libipopt")]
         if not a.no_wheel_lib:
-            rows.append(run_ours(p, a.reps, backend="libipopt", libipopt=wheellib,
+            main.append(run_ours(p, backend="libipopt", libipopt=wheellib,
                                  label="ours-lib@wheel"))
-        slow = dict(reps=1, warmup=False) if a.quick else dict(reps=a.reps)
+        slow = []  # long-running baselines
         if p["n"] <= DENSE_LIMIT:
-            rows.append(run_dense(p, **slow))
+            slow.append(run_dense(p))
         else:
             skipped.append(f"dense-jax skipped for {p['name']} {p['size']}: the dense Hessian "
                            f"alone has {p['n'] * (p['n'] + 1) // 2:.2e} lower entries")
         if not a.no_lbfgs and p["n"] <= LBFGS_LIMIT:
-            rows.append(run_ours(p, lbfgs=True, **slow))
+            slow.append(run_ours(p, lbfgs=True))
         elif not a.no_lbfgs:
             skipped.append(f"ours-lbfgs skipped for {p['name']} {p['size']} (n > {LBFGS_LIMIT})")
+        rows = measure(main, a.reps)
+        if slow:
+            rows += measure(slow, 1, warmup=False) if a.quick else measure(slow, a.reps)
+        ref = rows[0]
         for r in rows:
             print(fmt_row(p, r, ref), flush=True)
             fe, ov = r["ipopt"]["functions"], r["ipopt"]["overall"]
