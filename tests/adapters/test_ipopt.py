@@ -541,8 +541,8 @@ def test_setup_cache_misses_on_new_shape_static_arg_and_hessian_option():
         sa.set_cache_size(64)
 
 
-def test_fixed_values_in_x0_are_part_of_the_setup_key():
-    """sa.Fixed values are baked into the compiled code: new values must not reuse it."""
+def test_fixed_values_and_patterns_in_x0_are_part_of_the_setup_key():
+    """sa.Fixed values and PatternMatrix patterns are baked into the compiled code."""
     sa.clear_cache()
 
     def f(t):
@@ -552,6 +552,16 @@ def test_fixed_values_in_x0_are_part_of_the_setup_key():
     r2 = ipopt.minimize(f, {"x": np.zeros(2), "c": sa.Fixed(np.array([3.0, 4.0]))})
     np.testing.assert_allclose(r1.x["x"], [1.0, 2.0], atol=1e-7)
     np.testing.assert_allclose(r2.x["x"], [3.0, 4.0], atol=1e-7)
+    # a PatternMatrix with another pattern (same nnz) is another problem
+    T = jnp.asarray(np.arange(9.0).reshape(3, 3))
+
+    def g(G):
+        return jnp.sum((G.todense() - T) ** 2)
+
+    A = sa.PatternMatrix(np.zeros(3), [0, 1, 2], [0, 1, 2], (3, 3))
+    B = sa.PatternMatrix(np.zeros(3), [0, 1, 2], [2, 1, 0], (3, 3))
+    np.testing.assert_allclose(ipopt.minimize(g, A).x.values, [0.0, 4.0, 8.0], atol=1e-7)
+    np.testing.assert_allclose(ipopt.minimize(g, B).x.values, [2.0, 4.0, 6.0], atol=1e-7)
 
 
 def test_index_arrays_are_arguments_not_baked_constants():
