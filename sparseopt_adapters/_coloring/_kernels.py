@@ -11,11 +11,14 @@ both give the same colors (same vertex visits, same tie-breaks): the tests compa
 - ``dynamic_order``: incidence degree, smallest last and dynamic largest first with degree
   buckets; ``dsatur_order``: DSATUR with a binary heap and a hash set of (vertex, color).
 
-numba is imported on the first kernel call, not with the package. The kernels use
-``cache=True``: the machine code is written next to this file (``__pycache__``), or, where that
-folder is read-only, to numba's user-wide cache; when neither is writable, to a folder in the
-system temporary directory (numba's ``NUMBA_CACHE_DIR``). Without numba every call goes to
-the pure-Python kernels (set ``SPARSEOPT_ADAPTERS_COLORING=python`` to force them).
+numba is imported on the first call on a graph of ``SMALL_GRAPH`` entries or more, not with
+the package. The kernels use ``cache=True``: the machine code is written next to this file
+(``__pycache__``), or, where that folder is read-only, to numba's user-wide cache; when
+neither is writable, to a folder in the system temporary directory (numba's
+``NUMBA_CACHE_DIR``). A kernel missing from that cache is compiled by a background process
+while the pure-Python kernel serves the call (up to ``COMPILE_GRAPH`` entries). Without
+numba every call goes to the pure-Python kernels (``SPARSEOPT_ADAPTERS_COLORING=python``
+forces them, ``=numba`` forces the compiled ones).
 """
 
 from __future__ import annotations
@@ -29,28 +32,32 @@ import numpy as np
 from . import _python
 
 _LOCK = threading.Lock()
-_COMPILED = None  # the module of loaded compiled kernels, False when unavailable
-_WARMING = None  # the thread loading (or compiling) them in the background
-# Graphs with fewer CSR entries than this are colored by the pure-Python kernels while the
-# compiled ones are not loaded yet (both give the same colors): such a call costs less than
-# loading numba and the kernels (about 0.3-1 s from the disk cache, seconds to compile on the
-# first run on a machine). The first such call starts loading them in a background thread,
-# so later calls find them ready. Larger graphs wait for the compiled kernels.
+_COMPILED = None  # the module of compiled kernels (imported, numba decorated), False: none
+_WARMING = None  # the background process that compiles them into the disk cache
+# Below this many CSR entries a graph is colored by the pure-Python kernels unless the
+# compiled kernel is already in memory: the Python loop costs less than importing numba and
+# loading the kernels (about 0.5-1.5 s from the disk cache). Both give the same colors.
 SMALL_GRAPH = 20_000
+# Up to this many entries, a kernel that is not in the disk cache yet (the first run on a
+# machine, or a new numba) is not compiled in the user's process: the Python kernel runs
+# (a few seconds at most) while a background process compiles every kernel into the cache
+# (8-30 s), for the next call and the next run. Larger graphs wait for the compilation.
+COMPILE_GRAPH = 200_000
 
 
 def backend() -> str:
-    """``"numba"`` when the compiled kernels can be used (loading them now), else
-    ``"python"``."""
+    """``"numba"`` when the compiled kernels can be used, else ``"python"``."""
     return "numba" if _compiled() else "python"
 
 
 def _mode() -> str:
+    """``SPARSEOPT_ADAPTERS_COLORING``: ``python`` (never compiled), ``numba`` (always
+    compiled, compiling in the process when needed) or ``auto``."""
     return os.environ.get("SPARSEOPT_ADAPTERS_COLORING", "auto").lower()
 
 
 def _compiled():
-    """The compiled kernels, loaded (or compiled) now if needed; False without numba."""
+    """The compiled kernels (decorated, compiled lazily per kernel); False without numba."""
     global _COMPILED
     if _COMPILED is None:
         with _LOCK:
@@ -69,22 +76,41 @@ def _load():
     return _numba
 
 
-def _warm_up():
-    kernels = _compiled()
-    if kernels:
-        kernels.warm_up()
+def _in_disk_cache(kernel) -> bool:
+    """Whether numba's disk cache holds a current entry for ``kernel`` (reads its index)."""
+    try:
+        return bool(kernel._cache._cache_file._load_index())
+    except Exception:  # noqa: BLE001  (private numba API: unknown means not cached)
+        return False
 
 
-def warm_up_in_background() -> None:
-    """Start loading the compiled kernels in a daemon thread (once)."""
+_WARM_UP = """
+import sys
+sys.path.insert(0, {root!r})
+from sparseopt_adapters._coloring import _numba
+_numba.warm_up()
+"""
+
+
+def compile_in_background() -> None:
+    """Compile every kernel into the disk cache in a separate process (once per process):
+    no compiler work, and no lock held, in the user's process."""
     global _WARMING
-    if _WARMING is not None or _COMPILED is False:
-        return
     with _LOCK:
-        if _WARMING is None:
-            _WARMING = threading.Thread(target=_warm_up, name="sparseopt-coloring-jit",
-                                        daemon=True)
-            _WARMING.start()
+        if _WARMING is not None:
+            return
+        import subprocess
+        import sys
+
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        try:
+            _WARMING = subprocess.Popen(
+                [sys.executable, "-c", _WARM_UP.format(root=root)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True,
+            )
+        except OSError:
+            _WARMING = False
 
 
 def _njit(fn):
@@ -98,9 +124,9 @@ def _njit(fn):
         from numba.core import config
 
         if not config.CACHE_DIR:
-            config.CACHE_DIR = os.path.join(
-                tempfile.gettempdir(), f"sparseopt_adapters-numba-{os.getuid()}"
-            )
+            uid = os.getuid() if hasattr(os, "getuid") else "user"
+            config.CACHE_DIR = os.path.join(tempfile.gettempdir(),
+                                            f"sparseopt_adapters-numba-{uid}")
             try:
                 return numba.njit(cache=True, nogil=True)(fn)
             except RuntimeError:
@@ -124,12 +150,22 @@ def _use_compiled(size: int, kernel: str) -> bool:
     """Whether to run ``kernel`` compiled on a graph with ``size`` CSR entries."""
     if _COMPILED is False:
         return False
-    if _COMPILED is not None and getattr(_COMPILED, kernel).signatures:
-        return True  # compiled (or loaded from the disk cache) already
-    if size < SMALL_GRAPH and _mode() != "numba":
-        warm_up_in_background()
+    mode = _mode()
+    if mode == "python":
         return False
-    return bool(_compiled())
+    if _COMPILED is not None and getattr(_COMPILED, kernel).signatures:
+        return True  # in memory already
+    if size < SMALL_GRAPH and mode != "numba":
+        return False
+    kernels = _compiled()
+    if not kernels:
+        return False
+    if hasattr(_WARMING, "poll"):
+        _WARMING.poll()  # reap the background compiler once it is done
+    if mode == "numba" or size >= COMPILE_GRAPH or _in_disk_cache(getattr(kernels, kernel)):
+        return True
+    compile_in_background()
+    return False
 
 
 def _i64(a):

@@ -26,7 +26,7 @@ def backend(request, monkeypatch):
     else:
         if not _kernels._compiled():
             pytest.skip("numba is not importable")
-        monkeypatch.setattr(_kernels, "SMALL_GRAPH", 0)  # every graph through the kernels
+        monkeypatch.setenv("SPARSEOPT_ADAPTERS_COLORING", "numba")  # every graph compiled
     return request.param
 
 

@@ -183,3 +183,32 @@ def test_cache_works_from_a_read_only_package(tmp_path):
     second = _run(code, env=env, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert second.stdout.split() == ["True"]  # loaded from that cache
+
+
+def test_a_kernel_missing_from_the_disk_cache_is_compiled_in_another_process(tmp_path):
+    """First run on a machine: a mid-size graph is colored by the Python kernels while a
+    background process fills the disk cache; the next call loads the compiled kernel."""
+    if not _kernels._compiled():
+        pytest.skip("numba is not importable")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NUMBA_", "SPARSEOPT_"))}
+    env.update(PYTHONPATH=str(ROOT), NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    code = """
+        import sys
+        sys.path.insert(0, {tests!r})
+        import sparseopt_adapters as sa
+        from sparseopt_adapters._coloring import _kernels, _numba
+        from patterns import brybnd_hessian
+        p = brybnd_hessian(3000)  # 3.6e4 off-diagonal entries: between the thresholds
+        a = sa.color_hessian(p, method="star")
+        print(len(_numba.star_coloring.signatures), _kernels._WARMING is not None)
+        _kernels._WARMING.wait(timeout=500)
+        b = sa.color_hessian(p, method="star")
+        print(len(_numba.star_coloring.signatures),
+              len(_numba.star_coloring.stats.cache_hits) > 0,
+              (a.column_colors == b.column_colors).all())
+    """.format(tests=str(ROOT / "tests" / "_coloring"))
+    out = _run(code, env=env)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first.split() == ["0", "True"]  # Python kernel, compiler started
+    assert second.split() == ["1", "True", "True"]  # loaded from the cache, same colors
