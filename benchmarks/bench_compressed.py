@@ -4,8 +4,12 @@
 
 Per-call times are medians of jitted calls after a warm-up (compile excluded), measured in one
 run for every method. Ratios: ours / asdex (< 1 means faster) and ours / (colors × one JVP or
-HVP of the same function). Dense JAX (jacfwd / hessian) is skipped where n² floats exceed
-~400 MB and says so.
+HVP of the same function). The products (``obj.compressed``) and the decompression (a jitted
+gather from precomputed products) are also timed on their own, and the XLA compilations of the
+first call are counted and timed. Dense JAX (jacfwd / hessian) is skipped where n² floats
+exceed ~880 MB and says so. Goals (issue 14 item 5): ours/asdex <= 1.0 where the colour counts
+are equal, ours/(c·1) <= 1.2 on the Rosenbrock n=1e5 Hessian, the BRYBND-type n=1e4 Jacobian
+and the NONDQUAR-type n=1e4 Hessian.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import sparseopt_adapters as sa  # noqa: E402
+from sparseopt_adapters._compressed import _decompress  # noqa: E402
 
 from _problems import (  # noqa: E402  isort: skip
     banded_residual, bratu_residual, rosenbrock, seed_problem, seed_residual_scatter,
@@ -32,6 +37,33 @@ from _problems import (  # noqa: E402  isort: skip
 
 DENSE_LIMIT = 1.1e8  # entries of a dense derivative (880 MB)
 DENSE_TIME_LIMIT = 10.0  # s: a dense call slower than this is timed once (warm-up excluded)
+
+_COMPILES = []
+
+
+def _on_event(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES.append(duration)
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def brybnd_residual(x):
+    """Broyden banded (BRYBND, CUTEst): r_i = x_i(2 + 5x_i²) + 1 − Σ_{j∈J_i} x_j(1 + x_j),
+    J_i = {i−5, …, i+1} \\ {i}: a Jacobian of bandwidth 5 below and 1 above (7 per row)."""
+    n = x.shape[0]
+    t = x * (1.0 + x)
+    tp = jnp.pad(t, (5, 1))
+    s = sum(tp[5 + k: 5 + k + n] for k in range(-5, 2) if k != 0)
+    return x * (2.0 + 5.0 * x**2) + 1.0 - s
+
+
+def nondquar(x):
+    """NONDQUAR (CUTEst): (x₁−x₂)² + Σ (x_i + x_{i+1} + x_n)⁴ + (x_{n−1} + x_n)²: a
+    tridiagonal Hessian plus a dense last row and column."""
+    return ((x[0] - x[1]) ** 2 + jnp.sum((x[:-2] + x[1:-1] + x[-1]) ** 4)
+            + (x[-2] + x[-1]) ** 2)
 
 
 def per_call(fn, x, repeats, warm=True):
@@ -49,17 +81,30 @@ def fmt(t):
     return "-" if t is None else (f"{t * 1e6:.0f}µs" if t < 1e-3 else f"{t * 1e3:.2f}ms")
 
 
+def first_call(fn, x):
+    """Seconds of the first (compiling) call and its number of XLA compilations."""
+    del _COMPILES[:]
+    t = time.perf_counter()
+    jax.block_until_ready(fn(x))
+    return time.perf_counter() - t, len(_COMPILES), sum(_COMPILES)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--only", default="", help="run the cases whose name contains this")
     a = ap.parse_args()
     import asdex
 
     rng = np.random.default_rng(0)
-    cases = []
-    for n in ([10_000] if a.quick else [10_000, 100_000]):
-        cases.append((f"Rosenbrock Hessian n={n:.0e}", "hess", rosenbrock, rng.normal(size=n)))
+    big = 10_000 if a.quick else 100_000
+    cases = [
+        (f"Rosenbrock Hessian n={big:.0e}", "hess", rosenbrock, rng.normal(size=big)),
+        ("BRYBND Jacobian n=1e+04", "jac", brybnd_residual, rng.normal(size=10_000)),
+        ("NONDQUAR Hessian n=1e+04", "hess", nondquar, rng.normal(size=10_000)),
+        ("banded Jacobian n=1e+05", "jac", banded_residual, rng.normal(size=big)),
+    ]
     for N in ([100] if a.quick else [100, 300]):
         cases.append((f"Bratu Jacobian N={N}", "jac", bratu_residual(N),
                       0.1 * rng.normal(size=N * N)))
@@ -68,11 +113,13 @@ def main():
     gi, gj, L, Y, B, X, g0 = seed_problem(sp, sq, selection=True)
     cases.append((f"seed Y·GᵀLG·B (selection) p={sp}", "jac",
                   seed_residual_scatter(gi, gj, L, Y, B, X, sp, sq), g0))
+    cases = [c for c in cases if a.only in c[0]]
 
     print(f"jax {jax.__version__}, asdex 0.5.1; median of {a.repeats} jitted calls after "
           "a warm-up\n")
-    cols = ("colors", "asdex col", "ours", "asdex", "dense", "1 JVP", "ours/asdex", "ours/(c·JVP)")
-    print(f"{'case':36s} " + " ".join(f"{c:>12s}" for c in cols))
+    cols = ("colors", "asdex col", "ours", "asdex", "dense", "1 JVP", "products", "decomp",
+            "ours/asdex", "ours/(c·1)", "compiles", "1st call")
+    print(f"{'case':34s} " + " ".join(f"{c:>10s}" for c in cols))
     for name, kind, f, x0 in cases:
         x = jnp.asarray(x0)
         n = x.size
@@ -93,6 +140,7 @@ def main():
                 dense = jax.jit(jax.jacfwd(f)) if m * n <= DENSE_LIMIT else None
                 v = jnp.ones_like(x)
                 one = jax.jit(lambda z, f=f, v=v: jax.jvp(f, (z,), (v,))[1])
+        t_first, n_comp, t_comp = first_call(ours.values, x)
         ours_fn = jax.jit(ours.values)
         # correctness of what is timed: same values as asdex on our pattern
         J_ours = np.asarray(ours(x).todense())
@@ -100,6 +148,11 @@ def main():
         assert np.allclose(J_ours, J_them, rtol=1e-10, atol=1e-12), name
         t_ours = per_call(ours_fn, x, a.repeats)
         t_them = per_call(theirs, x, a.repeats)
+        t_prod = per_call(jax.jit(ours.compressed), x, a.repeats)
+        comp = ours.compressed(x)
+        index = ours._static.get()
+        dec = jax.jit(_decompress)
+        t_dec = per_call(lambda c, dec=dec, index=index: dec(c, index), comp, a.repeats)
         t_dense = None
         if dense is not None:
             t = time.perf_counter()
@@ -109,10 +162,13 @@ def main():
         t_one = per_call(one, x, a.repeats)
         c = ours.n_colors
         row = (f"{c}", f"{theirs_col.num_colors}", fmt(t_ours), fmt(t_them), fmt(t_dense)
-               if dense is not None else "skipped", fmt(t_one), f"{t_ours / t_them:.2f}",
-               f"{t_ours / (c * t_one):.2f}")
-        print(f"{name:36s} " + " ".join(f"{s:>12s}" for s in row))
+               if dense is not None else "skipped", fmt(t_one), fmt(t_prod), fmt(t_dec),
+               f"{t_ours / t_them:.2f}", f"{t_ours / (c * t_one):.2f}",
+               f"{n_comp} ({t_comp:.2f}s)", f"{t_first:.2f}s")
+        print(f"{name:34s} " + " ".join(f"{s:>10s}" for s in row), flush=True)
 
+    if a.only:
+        return
     n = 1_000_000
     x = jax.ShapeDtypeStruct((n,), jnp.float64)
     p = sa.jacobian_sparsity(banded_residual, x)

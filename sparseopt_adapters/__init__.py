@@ -2,17 +2,18 @@
 
 Importing the package turns on JAX float64 (``jax_enable_x64``): every solver it feeds works in
 double precision, and IPOPT in float32 fails (see the README). Set the environment variable
-``SPARSEOPT_NO_X64=1`` before importing to keep JAX's default.
+``SPARSEOPT_NO_X64=1`` (or ``true``/``yes``/``on``) before importing to keep JAX's default;
+``0``/``false``/``no``/``off`` keep float64 on, and any other value raises at import.
 
 The solver adapters live in submodules and import their host package only when imported:
 ``sparseopt_adapters.ipopt``, ``sparseopt_adapters.scipy``, ``sparseopt_adapters.optimistix``.
 """
 
-import os as _os
-
 import jax as _jax
 
-if not _os.environ.get("SPARSEOPT_NO_X64"):
+from ._env import env_flag as _env_flag
+
+if not _env_flag("SPARSEOPT_NO_X64"):
     _jax.config.update("jax_enable_x64", True)
 
 from ._cache import cache_info as cache_info

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._compressed import SparseHessian, SparseJacobian, SparseLagrangianHessian
+from ._products import hvp_fun
 
 
 class DerivativeMismatchError(AssertionError):
@@ -234,10 +235,14 @@ def check_hessian(
         def fs(z):
             return g(z)[0]
 
-        hv = jax.vmap(lambda v: jax.jvp(jax.grad(fs), (x,), (v.astype(x.dtype),))[1])(
-            jnp.asarray(vs)
-        )
-        return hv, (jax.hessian(fs)(x) if want_dense else None)
+        # the reference products and dense Hessian in the object's HVP mode (a custom_vjp
+        # objective has reverse mode only)
+        hvp = hvp_fun(g, x, hess.hvp_mode)
+        hv = jax.vmap(lambda v: hvp(v.astype(x.dtype)))(jnp.asarray(vs))
+        if not want_dense:
+            return hv, None
+        outer = jax.jacrev if hess.hvp_mode == "rev_over_rev" else jax.jacfwd
+        return hv, outer(jax.grad(fs))(x)
 
     hv, dense = jax.jit(reference)(*args)
     if dense is not None and n:

@@ -2,12 +2,28 @@
 into values on a fixed pattern.
 
 Detection and coloring happen once, when [`sparse_jacobian`][] / [`sparse_hessian`][] build
-their object; every call is then one jitted function whose index data is static numpy data
-(never a traced array). Calling twice with the same shapes does not retrace.
+their object; every call is then one jitted function whose index data are arguments (never a
+traced array kept between traces, never a large baked constant). Calling twice with the same
+shapes does not retrace, and building the same derivative again (same function object,
+argument shapes/dtypes, integer argument values and options) reuses the setup and the compiled
+code through the package's setup cache (`sa.cache_info()`, `sa.set_cache_size(0)` to opt out).
+
+Integer and boolean arguments that were concrete when the pattern was detected are index
+data: the pattern was detected *for those values*. A call with other values raises a
+`ValueError` (checked on the host for concrete values, and in the graph with
+`equinox.error_if` when the values are traced under an outer `jax.jit`). A derivative built
+under `jax.jit` with traced index arguments has a pattern valid for every value and checks
+nothing.
 """
 
 from __future__ import annotations
 
+import abc
+import copy
+import types
+import weakref
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,58 +31,42 @@ import scipy.sparse as sp
 from jax.experimental import sparse as jsparse
 from jax.flatten_util import ravel_pytree
 
+from ._cache import cached, structure_key
 from ._coloring import ColoringResult, color_hessian, color_jacobian
 from ._pattern import SparsityPattern, text_spy
+from ._products import HVP_MODES, hvps, jvps, vjps
+from ._products import decompress_index as _decompress
+from ._products import seeds as make_seeds
 
 # ---------------------------------------------------------------------------------------
 # Decompression (shared by every object below; jit-able)
 # ---------------------------------------------------------------------------------------
 
 
-def _substitute(compressed, subst):
-    """Values of the off-diagonal tree edges of an acyclic coloring (see `Substitution`)."""
-    blocks, child_pos, child_end, child_sign = subst
-    if child_pos.shape[0] == 0:
-        return jnp.zeros((0,), compressed.dtype)
-    ext = jnp.concatenate([compressed, jnp.zeros((1,), compressed.dtype)])
-    sums = []
-    for index, sign in blocks:
-        rows = ext[index] * sign.astype(compressed.dtype)
-        # reverse cumulative sum along each row (one tree per row, zero padded)
-        sums.append(jax.lax.cumsum(rows, axis=1, reverse=True).reshape(-1))
-    r = jnp.concatenate(sums) if len(sums) > 1 else sums[0]
-    return child_sign.astype(compressed.dtype) * (r[child_pos] - r[child_end])
+def _small(a):
+    """``a`` in the smallest integer type that fits (int32 almost always)."""
+    a = np.asarray(a)
+    if a.size == 0 or (a.min() >= np.iinfo(np.int32).min and a.max() < np.iinfo(np.int32).max):
+        return a.astype(np.int32)
+    return a.astype(np.int64)
 
 
 def _index_data(coloring: ColoringResult):
-    """The numpy index arrays a call needs, in the smallest integer type that fits."""
-
-    def small(a):
-        a = np.asarray(a)
-        if a.size == 0 or (a.min() >= np.iinfo(np.int32).min and a.max() < np.iinfo(np.int32).max):
-            return a.astype(np.int32)
-        return a.astype(np.int64)
-
+    """The numpy index arrays a call needs (arguments of the compiled call, not constants)."""
     d = {
-        "col_colors": small(coloring.column_colors),
-        "row_colors": small(coloring.row_colors),
-        "gather": small(coloring.gather),
+        "col_colors": _small(coloring.column_colors),
+        "row_colors": _small(coloring.row_colors),
+        "gather": _small(coloring.gather),
     }
     s = coloring.substitution
     if s is not None:
         d["subst"] = (
-            tuple((small(i), np.asarray(sg)) for i, sg in s.blocks),
-            small(s.child_pos),
-            small(s.child_end),
+            tuple((_small(i), np.asarray(sg)) for i, sg in s.blocks),
+            _small(s.child_pos),
+            _small(s.child_end),
             np.asarray(s.child_sign),
         )
     return d
-
-
-def _decompress(compressed, index):
-    if "subst" in index:
-        compressed = jnp.concatenate([compressed, _substitute(compressed, index["subst"])])
-    return compressed[index["gather"]]
 
 
 def decompress(coloring: ColoringResult, compressed) -> jax.Array:
@@ -103,12 +103,156 @@ _decompress_jit = jax.jit(_decompress)
 
 
 # ---------------------------------------------------------------------------------------
+# Integer arguments frozen into the pattern
+# ---------------------------------------------------------------------------------------
+def _is_index_data(leaf) -> bool:
+    """Whether detection read ``leaf``'s values (concrete integer/bool data, as in
+    `_detection._input_abstracts`)."""
+    if isinstance(leaf, jax.ShapeDtypeStruct | jax.core.Tracer):
+        return False
+    dtype = getattr(leaf, "dtype", None)
+    dtype = np.dtype(dtype) if dtype is not None else np.result_type(leaf)
+    return not np.issubdtype(dtype, np.inexact)
+
+
+def _words_np(a) -> np.ndarray:
+    """The integer values of ``a`` as (low, high) 32-bit words of their int64 value."""
+    a = np.asarray(a)
+    if a.dtype == np.uint64:
+        lo, hi = a & 0xFFFFFFFF, a >> 32
+    else:
+        a = a.astype(np.int64)
+        lo, hi = a & 0xFFFFFFFF, a >> 32
+    return np.stack([lo.astype(np.uint32), hi.astype(np.int64).astype(np.uint32)], -1).ravel()
+
+
+def _words_jnp(a) -> jax.Array:
+    """`_words_np` in the graph (also without x64)."""
+    if a.dtype == jnp.bool_:
+        a = a.astype(jnp.int32)
+    if a.dtype.itemsize == 8:
+        lo = (a & 0xFFFFFFFF).astype(jnp.uint32)
+        hi = jax.lax.bitcast_convert_type((a >> 32).astype(jnp.int32), jnp.uint32)
+        if a.dtype == jnp.uint64:
+            hi = (a >> 32).astype(jnp.uint32)
+    elif a.dtype == jnp.uint32:
+        lo, hi = a, jnp.zeros_like(a)
+    else:
+        a32 = a.astype(jnp.int32)
+        lo = jax.lax.bitcast_convert_type(a32, jnp.uint32)
+        hi = jax.lax.bitcast_convert_type(a32 >> 31, jnp.uint32)
+    return jnp.stack([lo, hi], -1).reshape(-1)
+
+
+def _int_hash(words, xp) -> tuple:
+    """Two 32-bit wrap-around hashes of a word vector (identical in numpy and jax.numpy)."""
+    u = xp.uint32
+    i = xp.arange(words.shape[0], dtype=u)
+    k1 = i * u(0x9E3779B1) + u(0x7F4A7C15)
+    k2 = (i ^ u(0x85EBCA6B)) * u(0xC2B2AE35) + u(1)
+    h1 = xp.sum(words * k1, dtype=u)
+    h2 = xp.sum((words ^ k2) * (words + k1), dtype=u)
+    return h1, h2
+
+
+class _Frozen:
+    """The index-data leaves detection read, and how to check a call's leaves against them."""
+
+    def __init__(self, example_args, caller):
+        leaves, self.treedef = jax.tree_util.tree_flatten_with_path(tuple(example_args))
+        self.caller = caller
+        self.items = []  # (position among the leaves, name, numpy copy, hash)
+        for pos, (path, leaf) in enumerate(leaves):
+            if _is_index_data(leaf):
+                value = np.array(leaf)
+                value.setflags(write=False)
+                name = "args" + jax.tree_util.keystr(path)
+                h = tuple(int(v) for v in _int_hash(_words_np(value), np))
+                self.items.append((pos, name, value, h))
+        self._seen = {}  # position -> weakref to the last jax.Array found equal (immutable)
+
+    def __bool__(self):
+        return bool(self.items)
+
+    def _error(self, name, shown):
+        return (
+            f"{self.caller}: {name} holds other integer/bool values than the ones this "
+            f"derivative was built for{shown}. Index data decides the sparsity pattern, and "
+            "the pattern was detected for the old values, so the derivative would be silently "
+            "wrong. Build the derivative again with the new data (e.g. "
+            f"sa.{self.caller}(f, x, new_index_data); setups are cached per value), or build "
+            "it under jax.jit with the index argument traced, which detects a pattern valid "
+            "for every value."
+        )
+
+    def check(self, args):
+        """Raise for concrete leaves that differ; return the traced ones (for `guard`)."""
+        leaves, treedef = jax.tree_util.tree_flatten(tuple(args))
+        if treedef != self.treedef:
+            return ()  # another structure: the shape check of the call says so
+        traced = []
+        for pos, name, value, h in self.items:
+            leaf = leaves[pos]
+            if isinstance(leaf, jax.core.Tracer):
+                traced.append((leaf, name, h))
+                continue
+            ref = self._seen.get(pos)
+            if ref is not None and ref() is leaf:
+                continue
+            new = np.asarray(leaf)
+            if new.shape != value.shape:
+                continue  # the shape check of the call names it
+            if not np.array_equal(new, value):
+                raise ValueError(self._error(name, f" ({_first_diff(name, value, new)})"))
+            if isinstance(leaf, jax.Array):
+                self._seen[pos] = weakref.ref(leaf)
+        return tuple(traced)
+
+    def guard(self, out, traced):
+        """``out``, raising at run time (`equinox.error_if`) if traced index data differs."""
+        for leaf, name, h in traced:
+            if not jnp.issubdtype(leaf.dtype, jnp.integer) and leaf.dtype != jnp.bool_:
+                continue
+            h1, h2 = _int_hash(_words_jnp(leaf), jnp)
+            bad = (h1 != jnp.uint32(h[0])) | (h2 != jnp.uint32(h[1]))
+            out = eqx.error_if(out, bad, self._error(name, ""))
+        return out
+
+
+def _first_diff(name, old, new) -> str:
+    old, new = np.asarray(old), np.asarray(new)
+    if old.ndim == 0:
+        return f"{name} is {new.item()!r}, was {old.item()!r}"
+    k = int(np.flatnonzero(old.ravel() != new.ravel())[0])
+    idx = ", ".join(map(str, np.unravel_index(k, old.shape)))
+    return f"{name}[{idx}] is {new.ravel()[k].item()!r}, was {old.ravel()[k].item()!r}"
+
+
+# ---------------------------------------------------------------------------------------
 # Flattening f(*args) -> 1-D, w.r.t. 1-D
 # ---------------------------------------------------------------------------------------
-class _Flat:
-    """``f`` seen as a map from the raveled ``args[argnums]`` to its raveled output."""
+def _weak(f):
+    """A callable returning ``f`` without keeping it alive (a strong one where impossible)."""
+    try:
+        ref = weakref.WeakMethod(f) if isinstance(f, types.MethodType) else weakref.ref(f)
+    except TypeError:
+        return lambda: f
+    return ref
 
-    def __init__(self, f, example_args, argnums, caller):
+
+def _describe(leaf) -> str:
+    dtype = getattr(leaf, "dtype", None)
+    return f"shape {tuple(np.shape(leaf))}" + (f" ({np.dtype(dtype)})" if dtype is not None else "")
+
+
+class _Flat:
+    """``f`` seen as a map from the raveled ``args[argnums]`` to its raveled output.
+
+    Holds ``f`` weakly unless ``weak=False`` (the setup cache must not keep functions alive;
+    every public object holds its function strongly).
+    """
+
+    def __init__(self, f, example_args, argnums, caller, weak=True):
         if not callable(f):
             raise TypeError(f"{caller}: f must be callable, got {type(f).__name__}.")
         nargs = len(example_args)
@@ -125,7 +269,7 @@ class _Flat:
                     f"{caller}: argnums={argnums!r} is out of range for {nargs} example "
                     "argument(s)."
                 )
-        self.f = f
+        self._f = _weak(f) if weak else (lambda: f)
         self.single = single
         self.argnums = tuple(a % nargs for a in nums)
         self.caller = caller
@@ -143,18 +287,52 @@ class _Flat:
         self.m = int(out.shape[0])
         self.out_dtype = out.dtype
         self.nargs = nargs
+        self.arg_treedefs = tuple(jax.tree_util.tree_structure(a) for a in example_args)
+        self.leaf_shapes = tuple(
+            ("args" + jax.tree_util.keystr(path), tuple(np.shape(leaf)), _describe(leaf))
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tuple(example_args))[0]
+        )
+
+    @property
+    def f(self):
+        f = self._f()
+        if f is None:  # pragma: no cover - public objects keep f alive
+            raise RuntimeError(f"{self.caller}: the function was garbage-collected.")
+        return f
 
     def _select(self, args):
         return args[self.argnums[0]] if self.single else tuple(args[a] for a in self.argnums)
 
-    def split(self, args):
-        """``(x_flat, rebuild)`` with ``rebuild(z)`` the raveled output at ``z``."""
+    def check_structure(self, args):
+        """Raise when ``args`` has another structure or shape than the example arguments."""
         if len(args) != self.nargs:
             raise TypeError(
                 f"Called with {len(args)} argument(s), but the derivative was built for "
                 f"{self.nargs} (the example arguments)."
             )
+        for i, (a, d) in enumerate(zip(args, self.arg_treedefs, strict=True)):
+            if jax.tree_util.tree_structure(a) != d:
+                raise TypeError(
+                    f"{self.caller}: args[{i}] has the structure "
+                    f"{jax.tree_util.tree_structure(a)}, but this derivative was built for "
+                    f"{d}. Pass arguments shaped like the example arguments, or build a new "
+                    "derivative for these."
+                )
+        leaves = jax.tree_util.tree_leaves(tuple(args))
+        for (name, shape, built), leaf in zip(self.leaf_shapes, leaves, strict=True):
+            if tuple(np.shape(leaf)) != shape:
+                raise ValueError(
+                    f"{self.caller}: {name} has {_describe(leaf)}, but this derivative was "
+                    f"built for {built}. Its pattern and coloring are for that shape: build "
+                    f"a new one for the new shape (sa.{self.caller}(f, <new arguments>); "
+                    "setups are cached per shape)."
+                )
+
+    def split(self, args):
+        """``(x_flat, rebuild)`` with ``rebuild(z)`` the raveled output at ``z``."""
+        self.check_structure(args)
         x_flat, unravel = ravel_pytree(self._select(args))
+        f = self.f
 
         def g(z):
             new = list(args)
@@ -164,32 +342,17 @@ class _Flat:
             else:
                 for a, xa in zip(self.argnums, xs, strict=True):
                     new[a] = xa
-            return ravel_pytree(self.f(*new))[0]
+            return ravel_pytree(f(*new))[0]
 
         return x_flat, g
 
 
-def _map_seeds(fun, seeds, chunk_size, mesh=None):
-    """``vmap(fun)(seeds)``, or ``lax.map`` over chunks of ``chunk_size`` seeds; with a
-    ``mesh``, the seeds are split over its devices (see `_sharding.map_seeds_sharded`)."""
-    if mesh is not None:
-        from ._sharding import map_seeds_sharded
-
-        return map_seeds_sharded(fun, seeds, chunk_size, mesh)
-    c = seeds.shape[0]
-    if chunk_size is None or chunk_size >= c:
-        return jax.vmap(fun)(seeds)
-    k = -(-c // chunk_size)
-    pad = k * chunk_size - c
-    s = jnp.concatenate([seeds, jnp.zeros((pad,) + seeds.shape[1:], seeds.dtype)])
-    out = jax.lax.map(jax.vmap(fun), s.reshape((k, chunk_size) + seeds.shape[1:]))
-    return out.reshape((k * chunk_size,) + out.shape[2:])[:c]
-
-
+# ---------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------
 # Seed matrices up to this many entries are compile-time constants: XLA then folds the
-# linear tangent work that depends on the seeds alone (pads, slices, reshapes) and a call
-# is up to ~3x faster (2-D Bratu, n = 1e4: 47 vs 133 us). Larger ones are built from the
-# colors at run time, because folding them costs seconds of compile time (5 s at 5e6).
+# linear tangent work that depends on the seeds alone (pads, slices, reshapes). Larger ones
+# are built from the colors (an argument) at run time, because folding costs compile time.
 _CONST_SEEDS_MAX = 1 << 20
 
 
@@ -200,11 +363,6 @@ def _const_seeds(coloring: ColoringResult):
     return coloring.seeds()
 
 
-def _seeds(colors, k, dtype):
-    """``(k, len(colors))`` 0/1 seeds; color ``-1`` is in no seed."""
-    return (jnp.arange(k, dtype=colors.dtype)[:, None] == colors[None, :]).astype(dtype)
-
-
 def _check_mesh(mesh, caller):
     if mesh is None:
         return None
@@ -213,12 +371,26 @@ def _check_mesh(mesh, caller):
     return check_mesh(mesh, caller)
 
 
+def _mapper(mesh):
+    if mesh is None:
+        return None
+    from ._sharding import sharded_mapper
+
+    return sharded_mapper(mesh)
+
+
 def _check_chunk(chunk_size, caller):
     if chunk_size is not None and (not isinstance(chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(
             f"{caller}: chunk_size must be a positive int or None, got {chunk_size!r}."
         )
     return None if chunk_size is None else int(chunk_size)
+
+
+def _argnums_key(argnums):
+    if isinstance(argnums, list | tuple):
+        return tuple(argnums)
+    return argnums
 
 
 class _Static:
@@ -237,20 +409,6 @@ class _Static:
 
     def get(self):
         return self._dev if self._dev is not None else self.numpy
-
-
-def _bcoo_indices(obj, values):
-    """BCOO indices: numpy inside a trace (a constant), else a cached device array."""
-    if obj._bcoo_indices_np is None:
-        p = obj.pattern
-        obj._bcoo_indices_np = np.stack([p.rows, p.cols], axis=1).astype(
-            np.int32 if max(p.shape) < 2**31 - 1 else np.int64
-        )
-    if isinstance(values, jax.core.Tracer):
-        return obj._bcoo_indices_np
-    if obj._bcoo_indices is None:
-        obj._bcoo_indices = jnp.asarray(obj._bcoo_indices_np)
-    return obj._bcoo_indices
 
 
 class _ScipyLayout:
@@ -290,41 +448,33 @@ class _ScipyLayout:
 
 
 # ---------------------------------------------------------------------------------------
-# Jacobians
+# The shared base
 # ---------------------------------------------------------------------------------------
-class SparseJacobian:
-    """A compressed sparse Jacobian of ``f`` on a fixed pattern; see [`sparse_jacobian`][].
+class _AbstractSparseDerivative(abc.ABC):
+    """What a compressed Jacobian and a compressed Hessian share: the setup (flat function,
+    coloring, index data, compiled calls), the frozen-index-data check, and the outputs.
 
-    Attributes:
-        pattern: the ``(m, n)`` [`SparsityPattern`][].
-        coloring: the [`ColoringResult`][].
-        mode: ``"forward"``, ``"reverse"`` or ``"bidirectional"``.
-        n_colors: products per call (``jvp_count + vjp_count``).
-        chunk_size: products per batch (``None``: all in one batch).
-        mesh: the `jax.sharding.Mesh` the products are split over (``None``: one device).
+    Subclasses say how the products are made (`_compressed_impl`) and are final.
     """
 
-    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None, mesh=None):
-        m, n = coloring.pattern.shape
-        if (m, n) != (flat.m, flat.n):
-            raise ValueError(
-                f"The pattern has shape {(m, n)}, but f maps {flat.n} inputs to {flat.m} "
-                f"outputs: the Jacobian is {(flat.m, flat.n)}. Pass a pattern of that shape."
-            )
-        if coloring.mode not in ("forward", "reverse", "bidirectional"):
-            raise ValueError(
-                f"A Jacobian needs a forward/reverse/bidirectional coloring, got {coloring!r}."
-            )
+    _keep = None  # the user's function(s): held strongly by the public copies (`_bind`)
+
+    def _setup(self, flat, coloring, chunk_size, mesh, frozen, index):
         self._flat = flat
         self.coloring = coloring
         self.pattern = coloring.pattern
         self.chunk_size = chunk_size
         self.mesh = mesh
-        self._static = _Static(_index_data(coloring))
+        self._mapper = _mapper(mesh)
+        self._frozen = frozen if frozen else None
+        self._static = _Static(index)
         self._const_seeds = _const_seeds(coloring)
         self._layout = _ScipyLayout(self.pattern)
-        self._bcoo_indices_np = None  # built on the first __call__
-        self._bcoo_indices = None  # device copy, made on the first call outside a trace
+        p = self.pattern
+        self._bcoo_np = np.stack([p.rows, p.cols], axis=1).astype(
+            np.int32 if max(p.shape) < 2**31 - 1 else np.int64
+        )
+        self._lazy = {}  # shared by every copy: the device copy of the BCOO indices
         self._values_jit = jax.jit(self._values_impl)
         self._compressed_jit = jax.jit(self._compressed_impl)
         # -- issue 17 hook (owner: _sharding): with a mesh, pick colour or variable
@@ -336,22 +486,43 @@ class SparseJacobian:
             attach(self)
         # -- end of hook --
 
-    # -- properties -------------------------------------------------------------------
-    @property
-    def mode(self) -> str:
-        return self.coloring.mode
+    def _bind(self, keep):
+        """A copy sharing the setup and compiled code, holding ``keep`` (the functions)."""
+        new = copy.copy(self)
+        new._keep = keep
+        return new
 
+    @abc.abstractmethod
+    def _compressed_impl(self, index, *args):
+        """The raw products at ``args`` (traced), raveled."""
+
+    @abc.abstractmethod
+    def __repr__(self) -> str: ...
+
+    def _seeds(self, index, which, dtype):
+        c = self.coloring
+        if self._const_seeds is not None:
+            return jnp.asarray(self._const_seeds[0 if which == "col" else 1], dtype)
+        if which == "col":
+            return make_seeds(index["col_colors"], c.n_forward, dtype)
+        return make_seeds(index["row_colors"], c.n_reverse, dtype)
+
+    def _values_impl(self, index, *args):
+        if self.coloring.n_colors == 0:
+            self._flat.check_structure(args)
+            return jnp.zeros((0,), jnp.result_type(self._flat.out_dtype, self._flat.x_dtype))
+        return _decompress(self._compressed_impl(index, *args), index)
+
+    def _run(self, fn, args):
+        """``fn(index, *args)`` after checking the index data against the frozen values."""
+        traced = self._frozen.check(args) if self._frozen is not None else ()
+        out = fn(self._static.get(), *args)
+        return self._frozen.guard(out, traced) if traced else out
+
+    # -- properties -------------------------------------------------------------------
     @property
     def n_colors(self) -> int:
         return self.coloring.n_colors
-
-    @property
-    def jvp_count(self) -> int:
-        return self.coloring.n_forward
-
-    @property
-    def vjp_count(self) -> int:
-        return self.coloring.n_reverse
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -362,52 +533,97 @@ class SparseJacobian:
         return self.pattern.nnz
 
     # -- evaluation -------------------------------------------------------------------
-    def _compressed_impl(self, index, *args):
-        x, g = self._flat.split(args)
-        c = self.coloring
-        parts = []
-        if c.n_forward:
-            seeds = (jnp.asarray(self._const_seeds[0], x.dtype) if self._const_seeds
-                     else _seeds(index["col_colors"], c.n_forward, x.dtype))
-            fwd = _map_seeds(lambda s: jax.jvp(g, (x,), (s,))[1], seeds, self.chunk_size,
-                             self.mesh)
-            parts.append(fwd.reshape(-1))
-        if c.n_reverse:
-            y, pull = jax.vjp(g, x)
-            seeds = (jnp.asarray(self._const_seeds[1], y.dtype) if self._const_seeds
-                     else _seeds(index["row_colors"], c.n_reverse, y.dtype))
-            rev = _map_seeds(lambda s: pull(s)[0], seeds, self.chunk_size, self.mesh)
-            parts.append(rev.reshape(-1))
-        if not parts:
-            return jnp.zeros((0,), self._flat.out_dtype)
-        return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
-
-    def _values_impl(self, index, *args):
-        if self.coloring.n_colors == 0:
-            return jnp.zeros((0,), jnp.result_type(self._flat.out_dtype, self._flat.x_dtype))
-        return _decompress(self._compressed_impl(index, *args), index)
-
     def values(self, *args) -> jax.Array:
-        """The ``nnz`` Jacobian values at ``args``, in pattern order (jit-able)."""
-        return self._values_jit(self._static.get(), *args)
+        """The ``nnz`` values at ``args``, in pattern order (jit-able)."""
+        return self._run(self._values_jit, args)
 
     def compressed(self, *args) -> jax.Array:
-        """The raw products: forward ``(n_forward, m)`` then reverse ``(n_reverse, n)``, raveled."""
-        return self._compressed_jit(self._static.get(), *args)
+        """The raw products: forward ``(n_forward, m)`` then reverse ``(n_reverse, n)`` (for
+        Hessians the HVPs ``(n_colors, n)``), raveled."""
+        return self._run(self._compressed_jit, args)
 
     def __call__(self, *args) -> jsparse.BCOO:
-        """The Jacobian at ``args`` as a BCOO matrix on ``pattern`` (``.todense()`` works)."""
+        """The matrix at ``args`` as a BCOO matrix on ``pattern`` (``.todense()`` works)."""
         v = self.values(*args)
-        idx = _bcoo_indices(self, v)
+        if isinstance(v, jax.core.Tracer):
+            idx = self._bcoo_np  # a constant of this trace
+        else:
+            idx = self._lazy.get("bcoo")
+            if idx is None:
+                idx = self._lazy["bcoo"] = jnp.asarray(self._bcoo_np)
         return jsparse.BCOO(
             (v, idx), shape=self.pattern.shape, indices_sorted=True, unique_indices=True
         )
 
     def todense(self, *args) -> jax.Array:
-        """The Jacobian at ``args`` as a dense array (for checks and small problems)."""
+        """The matrix at ``args`` as a dense array (for checks and small problems)."""
         v = self.values(*args)
         p = self.pattern
         return jnp.zeros(p.shape, v.dtype).at[p.rows, p.cols].set(v)
+
+    # -- pictures ---------------------------------------------------------------------
+    def __str__(self) -> str:
+        return repr(self) + "\n" + text_spy(self.pattern, labels=self.coloring.entry_colors())
+
+    def spy(self, ax=None, **kwargs):
+        """Matplotlib picture of the pattern colored by product."""
+        return self.coloring.spy(ax=ax, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# Jacobians
+# ---------------------------------------------------------------------------------------
+class SparseJacobian(_AbstractSparseDerivative):
+    """A compressed sparse Jacobian of ``f`` on a fixed pattern; see [`sparse_jacobian`][].
+
+    Attributes:
+        pattern: the ``(m, n)`` [`SparsityPattern`][].
+        coloring: the [`ColoringResult`][].
+        mode: ``"forward"``, ``"reverse"`` or ``"bidirectional"``.
+        n_colors: products per call (``jvp_count + vjp_count``).
+        chunk_size: products per batch (``None``: all in one batch).
+        mesh: the `jax.sharding.Mesh` the products are split over (``None``: one device).
+    """
+
+    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None, mesh=None,
+                 frozen: _Frozen | None = None):
+        m, n = coloring.pattern.shape
+        if (m, n) != (flat.m, flat.n):
+            raise ValueError(
+                f"The pattern has shape {(m, n)}, but f maps {flat.n} inputs to {flat.m} "
+                f"outputs: the Jacobian is {(flat.m, flat.n)}. Pass a pattern of that shape."
+            )
+        if coloring.mode not in ("forward", "reverse", "bidirectional"):
+            raise ValueError(
+                f"A Jacobian needs a forward/reverse/bidirectional coloring, got {coloring!r}."
+            )
+        self._setup(flat, coloring, chunk_size, mesh, frozen, _index_data(coloring))
+
+    @property
+    def mode(self) -> str:
+        return self.coloring.mode
+
+    @property
+    def jvp_count(self) -> int:
+        return self.coloring.n_forward
+
+    @property
+    def vjp_count(self) -> int:
+        return self.coloring.n_reverse
+
+    def _compressed_impl(self, index, *args):
+        x, g = self._flat.split(args)
+        c = self.coloring
+        parts = []
+        if c.n_forward:
+            s = self._seeds(index, "col", x.dtype)
+            parts.append(jvps(g, x, s, self.chunk_size, self._mapper).reshape(-1))
+        if c.n_reverse:
+            s = self._seeds(index, "row", self._flat.out_dtype)
+            parts.append(vjps(g, x, s, self.chunk_size, self._mapper).reshape(-1))
+        if not parts:
+            return jnp.zeros((0,), self._flat.out_dtype)
+        return jnp.concatenate(parts) if len(parts) > 1 else parts[0]
 
     def to_scipy(self, values, format: str = "csr"):
         """A scipy sparse array from ``values`` (pattern order), without sorting.
@@ -417,20 +633,12 @@ class SparseJacobian:
         """
         return self._layout.build(values, format)
 
-    # -- pictures ---------------------------------------------------------------------
     def __repr__(self) -> str:
         m, n = self.pattern.shape
         c = self.coloring
         k = (f"{c.n_forward} JVPs + {c.n_reverse} VJPs" if c.mode == "bidirectional"
              else f"{c.n_colors} colors")
         return f"SparseJacobian({m}×{n}, nnz={self.pattern.nnz}, {c.mode}, {k})"
-
-    def __str__(self) -> str:
-        return repr(self) + "\n" + text_spy(self.pattern, labels=self.coloring.entry_colors())
-
-    def spy(self, ax=None, **kwargs):
-        """Matplotlib picture of the pattern colored by product."""
-        return self.coloring.spy(ax=ax, **kwargs)
 
 
 def _lazy_detection(name):
@@ -442,6 +650,20 @@ def _lazy_detection(name):
             "(a SparsityPattern) explicitly."
         ) from e
     return getattr(_detection, name)
+
+
+def _check_pattern_arg(pattern, caller):
+    if pattern is not None and not isinstance(pattern, SparsityPattern):
+        raise TypeError(
+            f"{caller}: pattern must be a SparsityPattern, got {type(pattern).__name__}."
+        )
+
+
+def _check_coloring_arg(coloring, caller):
+    if coloring is not None and not isinstance(coloring, ColoringResult):
+        raise TypeError(
+            f"{caller}: coloring must be a ColoringResult, got {type(coloring).__name__}."
+        )
 
 
 def sparse_jacobian(
@@ -460,6 +682,15 @@ def sparse_jacobian(
     The Jacobian is that of ``ravel_pytree(f(*args))[0]`` with respect to
     ``ravel_pytree(args[argnums])[0]`` (a tuple ``argnums`` ravels those arguments together).
 
+    Setup is paid once: calling `sparse_jacobian` again with the same function object,
+    argument shapes and dtypes, integer argument values and options returns a derivative
+    that shares the detection, the coloring and the compiled code (see `sa.cache_info`;
+    `sa.set_cache_size(0)` opts out).
+
+    Integer/bool arguments are index data: when the pattern is detected here, their example
+    values are part of it, and a call with other values raises a `ValueError` (built under
+    `jax.jit` with traced index arguments, the pattern holds for every value instead).
+
     Args:
         f: a JAX-traceable function.
         *example_args: arguments to find shapes and the pattern (arrays or
@@ -468,7 +699,8 @@ def sparse_jacobian(
         mode: ``"forward"`` (JVPs), ``"reverse"`` (VJPs), ``"bidirectional"`` or ``"auto"``
             (fewest products; see [`color_jacobian`][]).
         order: vertex order for coloring (default ``"best"``).
-        pattern: the Jacobian pattern; detected with `jacobian_sparsity` when ``None``.
+        pattern: the Jacobian pattern; detected with `jacobian_sparsity` when ``None``. A
+            pattern you pass is trusted for every value of the index arguments.
         chunk_size: at most this many products per batch (bounds memory); ``None`` = one
             batch.
         coloring: a precomputed [`ColoringResult`][] (e.g. loaded from disk); overrides
@@ -491,17 +723,28 @@ def sparse_jacobian(
         >>> jac(jnp.arange(6.0)).todense()[0]
         Array([-1.,  2.,  0.,  0.,  0.,  0.], dtype=float64)
     """
-    flat = _Flat(f, example_args, argnums, "sparse_jacobian")
     chunk_size = _check_chunk(chunk_size, "sparse_jacobian")
     mesh = _check_mesh(mesh, "sparse_jacobian")
+    _check_pattern_arg(pattern, "sparse_jacobian")
+    _check_coloring_arg(coloring, "sparse_jacobian")
+    key = (structure_key(example_args), _argnums_key(argnums), mode, order, pattern,
+           chunk_size, coloring, mesh)
+
+    def build():
+        return _build_jacobian(f, example_args, argnums, mode, order, pattern, chunk_size,
+                               coloring, mesh)
+
+    return cached("sparse_jacobian", (f,), key, build)._bind(f)
+
+
+def _build_jacobian(f, example_args, argnums, mode, order, pattern, chunk_size, coloring,
+                    mesh) -> SparseJacobian:
+    flat = _Flat(f, example_args, argnums, "sparse_jacobian")
+    frozen = None
     if coloring is None:
         if pattern is None:
             pattern = _lazy_detection("jacobian_sparsity")(f, *example_args, argnums=argnums)
-        if not isinstance(pattern, SparsityPattern):
-            raise TypeError(
-                f"sparse_jacobian: pattern must be a SparsityPattern, got "
-                f"{type(pattern).__name__}."
-            )
+            frozen = _Frozen(example_args, "sparse_jacobian")
         if pattern.shape != (flat.m, flat.n):
             raise ValueError(
                 f"sparse_jacobian: pattern has shape {pattern.shape}, but f maps {flat.n} "
@@ -509,7 +752,7 @@ def sparse_jacobian(
             )
         coloring = color_jacobian(pattern, mode=mode, order=order)
         if mode == "auto":
-            jac = SparseJacobian(flat, coloring, chunk_size, mesh)
+            jac = SparseJacobian(flat, coloring, chunk_size, mesh, frozen)
             if _traces(jac, example_args):
                 return jac
             # e.g. while_loop (no reverse mode) or custom_vjp (no forward mode): use the
@@ -517,12 +760,12 @@ def sparse_jacobian(
             for other in ("forward", "reverse"):
                 alt = SparseJacobian(
                     flat, color_jacobian(pattern, mode=other, order=order, warn=False),
-                    chunk_size, mesh,
+                    chunk_size, mesh, frozen,
                 )
                 if _traces(alt, example_args):
                     return alt
             return jac  # let the call raise JAX's own error
-    return SparseJacobian(flat, coloring, chunk_size, mesh)
+    return SparseJacobian(flat, coloring, chunk_size, mesh, frozen)
 
 
 def _traces(jac: SparseJacobian, example_args) -> bool:
@@ -537,7 +780,7 @@ def _traces(jac: SparseJacobian, example_args) -> bool:
 # ---------------------------------------------------------------------------------------
 # Hessians
 # ---------------------------------------------------------------------------------------
-class SparseHessian:
+class SparseHessian(_AbstractSparseDerivative):
     """A compressed sparse Hessian of a scalar ``f``; see [`sparse_hessian`][].
 
     Attributes:
@@ -545,10 +788,12 @@ class SparseHessian:
         lower_pattern: ``pattern.lower()`` (the order of `lower_values`, as IPOPT wants).
         coloring: the [`ColoringResult`][] (``"star"`` or ``"acyclic"``).
         n_colors: Hessian-vector products per call.
+        mode: the HVP mode (``"fwd_over_rev"``, ``"rev_over_rev"`` or ``"rev_over_fwd"``).
         mesh: the `jax.sharding.Mesh` the products are split over (``None``: one device).
     """
 
-    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None, mesh=None):
+    def __init__(self, flat: _Flat, coloring: ColoringResult, chunk_size=None, mesh=None,
+                 hvp_mode: str = "fwd_over_rev", frozen: _Frozen | None = None):
         if flat.m != 1:
             raise ValueError(
                 f"sparse_hessian needs a scalar-valued f, but f returns {flat.m} values. For "
@@ -561,37 +806,22 @@ class SparseHessian:
             )
         if coloring.mode not in ("star", "acyclic"):
             raise ValueError(f"A Hessian needs a star or acyclic coloring, got {coloring!r}.")
-        self._flat = flat
-        self.coloring = coloring
-        self.pattern = coloring.pattern
-        self.lower_pattern = self.pattern.lower()
-        self.chunk_size = chunk_size
-        self.mesh = mesh
-        self._lower_pos = self.pattern.positions(self.lower_pattern.rows, self.lower_pattern.cols)
+        if hvp_mode not in HVP_MODES:
+            raise ValueError(f"HVP mode must be one of {HVP_MODES}, got {hvp_mode!r}.")
+        self.hvp_mode = hvp_mode
+        pattern = coloring.pattern
+        self.lower_pattern = pattern.lower()
+        self._lower_pos = pattern.positions(self.lower_pattern.rows, self.lower_pattern.cols)
         index = _index_data(coloring)
-        self._static = _Static(index)
-        self._const_seeds = _const_seeds(coloring)
-        lower_pos = self._lower_pos.astype(np.int32 if self.pattern.nnz < 2**31 else np.int64)
-        # lower values = a gather of the full values: one compiled HVP batch serves both
-        self._take_lower = jax.jit(lambda v: v[lower_pos])
-        self._layout = _ScipyLayout(self.pattern)
+        # lower values straight from the products: one gather, one compiled call
+        index["lower_gather"] = _small(np.asarray(coloring.gather)[self._lower_pos])
+        self._setup(flat, coloring, chunk_size, mesh, frozen, index)
         self._layout_lower = _ScipyLayout(self.lower_pattern)
-        self._bcoo_indices_np = None  # built on the first __call__
-        self._bcoo_indices = None  # device copy, made on the first call outside a trace
-        self._values_jit = jax.jit(self._values_impl)
-        self._compressed_jit = jax.jit(self._compressed_impl)
-        # -- issue 17 hook (owner: _sharding): with a mesh, pick colour or variable
-        # sharding; the variable path replaces the two jitted calls above --
-        self.sharding, self.plan = "none", None
-        if mesh is not None:
-            from ._sharding import attach
-
-            attach(self)
-        # -- end of hook --
+        self._lower_jit = jax.jit(self._lower_impl)
 
     @property
-    def n_colors(self) -> int:
-        return self.coloring.n_colors
+    def mode(self) -> str:
+        return self.hvp_mode
 
     @property
     def hvp_count(self) -> int:
@@ -601,54 +831,22 @@ class SparseHessian:
     def method(self) -> str:
         return self.coloring.mode
 
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.pattern.shape
-
-    @property
-    def nnz(self) -> int:
-        return self.pattern.nnz
-
     def _compressed_impl(self, index, *args):
         x, g = self._flat.split(args)
-        k = self.coloring.n_colors
-        grad = jax.grad(lambda z: g(z)[0])
-        seeds = (jnp.asarray(self._const_seeds[0], x.dtype) if self._const_seeds
-                 else _seeds(index["col_colors"], k, x.dtype))
-        # forward-over-reverse: linearize the gradient once, push every seed through it
-        out = _map_seeds(lambda s: jax.jvp(grad, (x,), (s,))[1], seeds, self.chunk_size,
-                         self.mesh)
-        return out.reshape(-1)
+        s = self._seeds(index, "col", x.dtype)
+        return hvps(g, x, s, self.hvp_mode, self.chunk_size, self._mapper).reshape(-1)
 
-    def _values_impl(self, index, *args):
+    def _lower_impl(self, index, *args):
         if self.coloring.n_colors == 0:
+            self._flat.check_structure(args)
             return jnp.zeros((0,), self._flat.x_dtype)
-        return _decompress(self._compressed_impl(index, *args), index)
-
-    def values(self, *args) -> jax.Array:
-        """The ``nnz`` Hessian values (both triangles), in pattern order (jit-able)."""
-        return self._values_jit(self._static.get(), *args)
+        return _decompress(self._compressed_impl(index, *args), index, "lower_gather")
 
     def lower_values(self, *args) -> jax.Array:
         """The values of the lower triangle in ``lower_pattern`` order (IPOPT's order)."""
-        return self._take_lower(self.values(*args))
-
-    def compressed(self, *args) -> jax.Array:
-        """The raw Hessian-vector products ``(n_colors, n)``, raveled."""
-        return self._compressed_jit(self._static.get(), *args)
-
-    def __call__(self, *args) -> jsparse.BCOO:
-        """The Hessian at ``args`` as a symmetric BCOO matrix on ``pattern``."""
-        v = self.values(*args)
-        idx = _bcoo_indices(self, v)
-        return jsparse.BCOO(
-            (v, idx), shape=self.pattern.shape, indices_sorted=True, unique_indices=True
-        )
-
-    def todense(self, *args) -> jax.Array:
-        v = self.values(*args)
-        p = self.pattern
-        return jnp.zeros(p.shape, v.dtype).at[p.rows, p.cols].set(v)
+        if self.plan is not None:  # sharded along the variables: a gather of the values
+            return self.values(*args)[self._lower_pos]
+        return self._run(self._lower_jit, args)
 
     def to_scipy(self, values, format: str = "csr"):
         """A scipy sparse array: the full matrix from `values`, or the lower triangle from
@@ -668,11 +866,40 @@ class SparseHessian:
         return (f"SparseHessian({n}×{n}, nnz={self.pattern.nnz}, {self.coloring.mode}, "
                 f"{self.n_colors} colors)")
 
-    def __str__(self) -> str:
-        return repr(self) + "\n" + text_spy(self.pattern, labels=self.coloring.entry_colors())
 
-    def spy(self, ax=None, **kwargs):
-        return self.coloring.spy(ax=ax, **kwargs)
+def _check_hvp_mode(mode, caller):
+    if mode != "auto" and mode not in HVP_MODES:
+        raise ValueError(
+            f"{caller}: mode must be 'auto' or one of {HVP_MODES} (how Hessian-vector "
+            f"products are taken), got {mode!r}. For the coloring method use method=."
+        )
+
+
+def _hvp_traces(flat: _Flat, example_args, mode: str, k: int, chunk_size, mesh) -> bool:
+    """Whether JAX can take a batch of ``k`` HVPs of ``flat`` in ``mode``, as a call would
+    (abstractly, no compile; a single unbatched product can trace where the batch fails)."""
+
+    def batch(*args):
+        x, g = flat.split(args)
+        return hvps(g, x, jnp.zeros((max(k, 2), x.shape[0]), x.dtype), mode, chunk_size,
+                    _mapper(mesh))
+
+    try:
+        jax.eval_shape(batch, *example_args)
+    except (TypeError, ValueError, NotImplementedError):
+        return False
+    return True
+
+
+def _pick_hvp_mode(flat: _Flat, example_args, mode: str, k: int, chunk_size, mesh) -> str:
+    """``mode``, or for ``"auto"`` the first of `HVP_MODES` JAX can differentiate ``f`` in
+    (a `jax.custom_vjp` objective has no forward mode: reverse-over-reverse)."""
+    if mode != "auto":
+        return mode
+    for m in HVP_MODES:
+        if _hvp_traces(flat, example_args, m, k, chunk_size, mesh):
+            return m
+    return HVP_MODES[0]  # let the call raise JAX's own error
 
 
 def sparse_hessian(
@@ -680,6 +907,7 @@ def sparse_hessian(
     *example_args,
     argnums=0,
     method: str = "auto",
+    mode: str = "auto",
     order="best",
     pattern: SparsityPattern | None = None,
     chunk_size: int | None = None,
@@ -688,7 +916,8 @@ def sparse_hessian(
 ) -> SparseHessian:
     """A sparse Hessian of a scalar ``f`` from colored Hessian-vector products.
 
-    HVPs are forward-over-reverse (`jax.jvp` of `jax.grad`), one vmapped batch per call.
+    One vmapped batch of HVPs per call. Setup (detection, coloring, compiled code) is
+    cached as for [`sparse_jacobian`][], and integer arguments are index data in the same way.
 
     Args:
         f: a JAX-traceable scalar function.
@@ -696,6 +925,10 @@ def sparse_hessian(
         argnums: which argument(s) to differentiate (raveled together).
         method: ``"star"`` (direct), ``"acyclic"`` (substitution) or ``"auto"``
             (see [`color_hessian`][]).
+        mode: how HVPs are taken: ``"fwd_over_rev"`` (`jax.jvp` of `jax.grad`),
+            ``"rev_over_fwd"``, ``"rev_over_rev"`` (reverse mode only, e.g. for a
+            `jax.custom_vjp` objective) or ``"auto"`` (the first of those JAX can do, in the
+            order fwd_over_rev, rev_over_rev, rev_over_fwd).
         order: vertex order for coloring (default ``"best"``).
         pattern: the Hessian pattern (symmetrized; a lower triangle is accepted);
             detected with `hessian_sparsity` when ``None``.
@@ -714,32 +947,47 @@ def sparse_hessian(
         >>> f = lambda x: jnp.sum((x[1:] - x[:-1] ** 2) ** 2)
         >>> p = sa.SparsityPattern.from_dense(jnp.eye(6) + jnp.eye(6, k=1) + jnp.eye(6, k=-1))
         >>> hess = sa.sparse_hessian(f, jnp.ones(6), pattern=p)
-        >>> hess.method, hess.n_colors
-        ('star', 3)
+        >>> hess.method, hess.n_colors, hess.mode
+        ('star', 3, 'fwd_over_rev')
         >>> bool(jnp.allclose(hess(jnp.arange(6.0)).todense(), jax.hessian(f)(jnp.arange(6.0))))
         True
     """
-    flat = _Flat(f, example_args, argnums, "sparse_hessian")
     chunk_size = _check_chunk(chunk_size, "sparse_hessian")
     mesh = _check_mesh(mesh, "sparse_hessian")
+    _check_pattern_arg(pattern, "sparse_hessian")
+    _check_coloring_arg(coloring, "sparse_hessian")
+    _check_hvp_mode(mode, "sparse_hessian")
+    key = (structure_key(example_args), _argnums_key(argnums), method, mode, order, pattern,
+           chunk_size, coloring, mesh)
+
+    def build():
+        return _build_hessian(f, example_args, argnums, method, mode, order, pattern,
+                              chunk_size, coloring, mesh)
+
+    return cached("sparse_hessian", (f,), key, build)._bind(f)
+
+
+def _build_hessian(f, example_args, argnums, method, mode, order, pattern, chunk_size,
+                   coloring, mesh, *, weak=True, caller="sparse_hessian",
+                   detected=False) -> SparseHessian:
+    flat = _Flat(f, example_args, argnums, caller, weak=weak)
     if flat.m != 1:
         raise ValueError(
-            f"sparse_hessian needs a scalar-valued f, but f returns {flat.m} values. For a "
+            f"{caller} needs a scalar-valued f, but f returns {flat.m} values. For a "
             "vector function use sparse_jacobian."
         )
+    frozen = _Frozen(example_args, caller) if detected else None
     if coloring is None:
         if pattern is None:
             pattern = _lazy_detection("hessian_sparsity")(f, *example_args, argnums=argnums)
-        if not isinstance(pattern, SparsityPattern):
-            raise TypeError(
-                f"sparse_hessian: pattern must be a SparsityPattern, got {type(pattern).__name__}."
-            )
+            frozen = _Frozen(example_args, caller)
         if pattern.shape != (flat.n, flat.n):
             raise ValueError(
-                f"sparse_hessian: pattern has shape {pattern.shape}, but f has {flat.n} inputs."
+                f"{caller}: pattern has shape {pattern.shape}, but f has {flat.n} inputs."
             )
         coloring = color_hessian(pattern, method=method, order=order)
-    return SparseHessian(flat, coloring, chunk_size, mesh)
+    hvp_mode = _pick_hvp_mode(flat, example_args, mode, coloring.n_colors, chunk_size, mesh)
+    return SparseHessian(flat, coloring, chunk_size, mesh, hvp_mode, frozen)
 
 
 # ---------------------------------------------------------------------------------------
@@ -756,11 +1004,19 @@ class SparseLagrangianHessian:
         n_constraints: ``m``, the length of ``lam``.
     """
 
+    _keep = None  # the user's functions: held strongly by the public copies (`_bind`)
+
     def __init__(self, hessian: SparseHessian, n_constraints: int):
         self.hessian = hessian
         self.pattern = hessian.pattern
         self.lower_pattern = hessian.lower_pattern
         self.n_constraints = n_constraints
+
+    def _bind(self, keep):
+        new = copy.copy(self)
+        new._keep = keep
+        new.hessian = self.hessian._bind(keep)
+        return new
 
     @property
     def n_colors(self) -> int:
@@ -769,6 +1025,10 @@ class SparseLagrangianHessian:
     @property
     def coloring(self) -> ColoringResult:
         return self.hessian.coloring
+
+    @property
+    def mode(self) -> str:
+        return self.hessian.mode
 
     def __call__(self, x, sigma, lam, *args) -> jax.Array:
         return self.hessian.lower_values(x, sigma, lam, *args)
@@ -795,6 +1055,7 @@ def sparse_lagrangian_hessian(
     c,
     *example_args,
     method: str = "auto",
+    mode: str = "auto",
     order="best",
     pattern: SparsityPattern | None = None,
     chunk_size: int | None = None,
@@ -802,11 +1063,13 @@ def sparse_lagrangian_hessian(
 ) -> SparseLagrangianHessian:
     """The Hessian of the Lagrangian ``σ f(x) + λᵀ c(x)`` with ``σ``, ``λ`` given per call.
 
+    Setup is cached per ``(f, c)`` as for [`sparse_hessian`][].
+
     Args:
         f: objective ``f(x, *args) -> scalar``.
         c: constraints ``c(x, *args) -> array`` (any shape, raveled), or ``None``.
         *example_args: ``(x0, *args)``; ``x0`` is the variable (a pytree is raveled).
-        method, order, chunk_size, mesh: as in [`sparse_hessian`][].
+        method, mode, order, chunk_size, mesh: as in [`sparse_hessian`][].
         pattern: the union Hessian pattern; detected when ``None`` (the union of the
             patterns of ``f`` and of ``sum(c)``).
 
@@ -829,33 +1092,48 @@ def sparse_lagrangian_hessian(
     """
     if not example_args:
         raise TypeError("sparse_lagrangian_hessian(f, c, x0, *args) needs an example x0.")
+    caller = "sparse_lagrangian_hessian"
+    chunk_size = _check_chunk(chunk_size, caller)
+    mesh = _check_mesh(mesh, caller)
+    _check_pattern_arg(pattern, caller)
+    _check_hvp_mode(mode, caller)
+    fns = (f,) if c is None else (f, c)
+    key = (structure_key(example_args), c is None, method, mode, order, pattern, chunk_size,
+           mesh)
+
+    def build():
+        return _build_lagrangian(f, c, example_args, method, mode, order, pattern,
+                                 chunk_size, mesh)
+
+    return cached(caller, fns, key, build)._bind(fns)
+
+
+def _build_lagrangian(f, c, example_args, method, mode, order, pattern, chunk_size, mesh):
     x0, rest = example_args[0], example_args[1:]
-    if c is None:
-        m = 0
+    f_ref = _weak(f)
+    c_ref = None if c is None else _weak(c)
+    m = 0 if c is None else int(
+        jax.eval_shape(lambda *a: ravel_pytree(c(*a))[0], *example_args).shape[0]
+    )
 
-        def cfun(x, *a):
-            return jnp.zeros((0,), jnp.result_type(float))
-    else:
-        cfun = c
-        m = int(jax.eval_shape(lambda *a: ravel_pytree(c(*a))[0], *example_args).shape[0])
-
-    def lagrangian(x, sigma, lam, *a):
-        val = sigma * f(x, *a)
+    def lagrangian(x, sigma, lam, *a):  # holds f and c weakly (the cache must not keep them)
+        val = sigma * f_ref()(x, *a)
         if m:
-            val = val + jnp.dot(jnp.reshape(lam, (-1,)), ravel_pytree(cfun(x, *a))[0])
+            val = val + jnp.dot(jnp.reshape(lam, (-1,)), ravel_pytree(c_ref()(x, *a))[0])
         return val
 
-    if pattern is None:
+    detected = pattern is None
+    if detected:
         hs = _lazy_detection("hessian_sparsity")
         pattern = hs(f, *example_args)
         if m:
-            pattern = pattern.union(hs(lambda *a: jnp.sum(ravel_pytree(cfun(*a))[0]),
+            pattern = pattern.union(hs(lambda *a: jnp.sum(ravel_pytree(c(*a))[0]),
                                        *example_args))
     x_dtype = jax.eval_shape(lambda t: ravel_pytree(t)[0], x0).dtype
     lam0 = jax.ShapeDtypeStruct((m,), x_dtype)
     sigma0 = jax.ShapeDtypeStruct((), x_dtype)
-    hess = sparse_hessian(
-        lagrangian, x0, sigma0, lam0, *rest, argnums=0, method=method, order=order,
-        pattern=pattern, chunk_size=chunk_size, mesh=mesh,
+    hess = _build_hessian(
+        lagrangian, (x0, sigma0, lam0, *rest), 0, method, mode, order, pattern, chunk_size,
+        None, mesh, weak=False, caller="sparse_lagrangian_hessian", detected=detected,
     )
     return SparseLagrangianHessian(hess, m)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import zipfile
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -10,6 +13,52 @@ def _readonly(a: np.ndarray) -> np.ndarray:
     a = np.ascontiguousarray(a)
     a.setflags(write=False)
     return a
+
+
+_FORMAT = "sparseopt_adapters.SparsityPattern/1"
+
+
+def npz_path(file):
+    """``file``, or ``file + ".npz"`` when only that exists (numpy's `savez` appends it)."""
+    if isinstance(file, str | os.PathLike):
+        path = os.fspath(file)
+        if not os.path.exists(path) and not path.endswith(".npz") and os.path.exists(
+            path + ".npz"
+        ):
+            return path + ".npz"
+        return path
+    return file  # an open file object
+
+
+def load_npz(file, keys, what: str) -> dict:
+    """The arrays ``keys`` of an ``.npz`` written by ``what.save``, with clear errors for a
+    missing, corrupt or foreign file (never numpy's "pickled (object) data")."""
+    path = npz_path(file)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not isinstance(z, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise ValueError(f"it has the arrays {sorted(z.files)}, not {list(keys)}")
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{what}.load: no file {path!r} (nor {os.fspath(path) + '.npz'!r}). Save one with "
+            f"{what}.save(path)."
+        ) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        msg = str(e)
+        if "pickled" in msg or isinstance(e, zipfile.BadZipFile | EOFError):
+            why = "it is not an .npz archive: corrupt, truncated or another format"
+        elif "Object arrays" in msg:
+            why = "it holds Python objects, which are never loaded"
+        else:
+            why = msg
+        raise ValueError(
+            f"{what}.load: {file!r} is not a file written by {what}.save ({why}). Load a "
+            f"file saved with {what}.save, or rebuild it."
+        ) from None
 
 
 class SparsityPattern:
@@ -179,13 +228,28 @@ class SparsityPattern:
 
     # -- persistence --------------------------------------------------------------------
     def save(self, file) -> None:
-        """Save to ``.npz`` (load with :meth:`SparsityPattern.load`)."""
-        np.savez_compressed(file, rows=self._rows, cols=self._cols, shape=np.array(self._shape))
+        """Save to ``.npz`` (numpy adds ``.npz`` to a name without it, and `load` does too).
+
+        Example:
+            >>> import os, tempfile
+            >>> from sparseopt_adapters import SparsityPattern
+            >>> p = SparsityPattern.identity(3)
+            >>> path = os.path.join(tempfile.mkdtemp(), "p")
+            >>> p.save(path)
+            >>> SparsityPattern.load(path) == p
+            True
+        """
+        np.savez_compressed(
+            file, rows=self._rows, cols=self._cols, shape=np.array(self._shape),
+            format=np.array(_FORMAT),
+        )
 
     @classmethod
     def load(cls, file) -> SparsityPattern:
-        with np.load(file) as z:
-            return cls(z["rows"], z["cols"], tuple(z["shape"]))
+        """Load a pattern written by :meth:`SparsityPattern.save` (``.npz`` added if missing,
+        as numpy's `save` adds it)."""
+        z = load_npz(file, ("rows", "cols", "shape"), "SparsityPattern")
+        return cls(z["rows"], z["cols"], tuple(int(s) for s in np.asarray(z["shape"]).ravel()))
 
     # -- identity -----------------------------------------------------------------------
     def __eq__(self, other) -> bool:

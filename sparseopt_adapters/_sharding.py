@@ -64,6 +64,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ._products import decompress_index, hvp_fun, jvp_fun, map_seeds, vjp_fun
+from ._products import seeds as make_seeds
+
 __all__ = [
     "COLOR_AXIS",
     "VARIABLE_AXIS",
@@ -286,15 +289,11 @@ def map_seeds_sharded(fun, seeds, chunk_size, mesh: Mesh, *, keep_padding: bool 
 
 
 def _local_map(fun, seeds, chunk):
-    from ._compressed import _map_seeds  # the single-device map
-
-    return _map_seeds(fun, seeds, chunk)
+    return map_seeds(fun, seeds, chunk)  # the single-device map
 
 
 def _seeds(colors, k, dtype):
-    from ._compressed import _seeds as seeds
-
-    return seeds(colors, k, dtype)
+    return make_seeds(colors, k, dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -328,12 +327,10 @@ class VariablePlan:
     """
 
     def __init__(self, obj):
-        from ._compressed import SparseHessian
-
         self.obj = obj
         self.mesh = obj.mesh
         self.devices = D = int(obj.mesh.size)
-        self.hessian = isinstance(obj, SparseHessian)
+        self.hessian = obj.coloring.mode in ("star", "acyclic")
         flat, col = obj._flat, obj.coloring
         m, n = flat.m, flat.n
         self.n, self.m, self.nnz = n, m, int(obj.pattern.nnz)
@@ -425,8 +422,7 @@ class VariablePlan:
         fns = []
         for kind in self.kinds:
             if kind == "hvp":
-                grad = jax.grad(lambda z: g(z)[0])
-                fns.append((lambda z, s, grad=grad: jax.jvp(grad, (z,), (s,))[1],
+                fns.append((lambda z, s, mode=self.obj.hvp_mode: hvp_fun(g, z, mode)(s),
                             arrays["col"], x.dtype, self.n))
             elif kind == "jvp":
                 fns.append((lambda z, s: jax.jvp(g, (z,), (s,))[1], arrays["col"], x.dtype,
@@ -472,8 +468,6 @@ class VariablePlan:
         return self._constrain(jnp.concatenate(pieces, axis=1) if len(pieces) > 1 else blocks)
 
     def _padded_impl(self, arrays, *args):
-        from ._compressed import _decompress
-
         D, B = self.devices, self.block
         dtype = jnp.result_type(self.obj._flat.out_dtype, self.obj._flat.x_dtype)
         if self.nnz == 0:
@@ -484,7 +478,7 @@ class VariablePlan:
             full = [jax.lax.with_sharding_constraint(p, rep)[:, : q.length].reshape(-1)
                     for p, q in zip(prods, self.parts, strict=True)]
             compressed = jnp.concatenate(full) if len(full) > 1 else full[0]
-            vals = _decompress(compressed, self.obj._static.numpy)
+            vals = decompress_index(compressed, self.obj._static.numpy)
             vals = jnp.concatenate([vals, jnp.zeros((D * B - self.nnz,), vals.dtype)])
             return self._constrain(vals)
         # local: a loop over the colours, one product at a time, each written where its
@@ -586,6 +580,11 @@ def padded_values(obj, *args) -> jax.Array:
     return plan._padded_jit(plan.arrays(), *args)
 
 
+def sharded_mapper(mesh: Mesh):
+    """The ``mapper`` of `_products.map_seeds` that splits a seed batch over ``mesh``."""
+    return lambda fun, seeds, chunk_size: map_seeds_sharded(fun, seeds, chunk_size, mesh)
+
+
 def sharded_products(obj, *args):
     """Debug accessor: the product batch of ``obj`` at ``args``, as JAX placed it.
 
@@ -609,23 +608,19 @@ def sharded_products(obj, *args):
 
 
 def _products(obj, args):
-    from ._compressed import SparseHessian
-
     index = obj._static.get()
     x, g = obj._flat.split(args)
-    chunk = obj.chunk_size
-    if isinstance(obj, SparseHessian):
-        grad = jax.grad(lambda z: g(z)[0])
-        seeds = _seeds(index["col_colors"], obj.coloring.n_colors, x.dtype)
-        fun = lambda s: jax.jvp(grad, (x,), (s,))[1]  # noqa: E731
-    elif obj.coloring.n_forward:
-        seeds = _seeds(index["col_colors"], obj.coloring.n_forward, x.dtype)
-        fun = lambda s: jax.jvp(g, (x,), (s,))[1]  # noqa: E731
+    c = obj.coloring
+    if c.mode in ("star", "acyclic"):  # a Hessian
+        s = make_seeds(index["col_colors"], c.n_colors, x.dtype)
+        fun = hvp_fun(g, x, obj.hvp_mode)
+    elif c.n_forward:
+        s = make_seeds(index["col_colors"], c.n_forward, x.dtype)
+        fun = jvp_fun(g, x)
     else:
-        y, pull = jax.vjp(g, x)
-        seeds = _seeds(index["row_colors"], obj.coloring.n_reverse, y.dtype)
-        fun = lambda s: pull(s)[0]  # noqa: E731
-    return map_seeds_sharded(fun, seeds, chunk, obj.mesh, keep_padding=True)
+        fun = vjp_fun(g, x)
+        s = make_seeds(index["row_colors"], c.n_reverse, obj._flat.out_dtype)
+    return map_seeds_sharded(fun, s, obj.chunk_size, obj.mesh, keep_padding=True)
 
 
 _products_jit = jax.jit(_products, static_argnums=0)

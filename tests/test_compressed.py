@@ -448,3 +448,264 @@ def test_check_reports_a_missing_entry():
 def test_dense_function_warns():
     with pytest.warns(sa.DenseColoringWarning, match="does not pay"):
         sa.sparse_jacobian(lambda x: jnp.outer(x, x).ravel()[:20] * jnp.sum(x), jnp.ones(20))
+
+
+# -- setup paid once (issue 14 item 3) ---------------------------------------------------------
+_COMPILES = [0]
+
+
+def _on_event(event, duration, **kwargs):
+    if event == "/jax/core/compile/backend_compile_duration":
+        _COMPILES[0] += 1
+
+
+jax.monitoring.register_event_duration_secs_listener(_on_event)
+
+
+def compilations(thunk):
+    """The number of XLA compilations ``thunk()`` triggers."""
+    before = _COMPILES[0]
+    jax.block_until_ready(thunk())
+    return _COMPILES[0] - before
+
+
+@pytest.fixture
+def fresh_cache():
+    sa.clear_cache()
+    sa.set_cache_size(64)
+    yield
+    sa.set_cache_size(64)
+    sa.clear_cache()
+
+
+def rosenbrock_res(x):
+    return x[1:] - x[:-1] ** 2
+
+
+def segment_residual(x, idx, k):
+    return jax.ops.segment_sum(x**2, idx, num_segments=4) * k + jnp.sin(x[:4])
+
+
+def test_setup_cache_hits_and_misses(fresh_cache):
+    x = jnp.linspace(0.1, 1, 8)
+    idx = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+
+    def misses(build):
+        before = sa.cache_info()
+        build()
+        after = sa.cache_info()
+        return after["misses"] - before["misses"], after["hits"] - before["hits"]
+
+    f = segment_residual
+    assert misses(lambda: sa.sparse_jacobian(f, x, idx, 2)) == (1, 0)
+    assert misses(lambda: sa.sparse_jacobian(f, x + 1, idx, 2)) == (0, 1)  # same call
+    assert misses(lambda: sa.sparse_jacobian(rosenbrock_res, jnp.ones(9))) == (1, 0)
+    assert misses(lambda: sa.sparse_jacobian(rosenbrock_res, jnp.ones(10))) == (1, 0)  # shape
+    assert misses(lambda: sa.sparse_jacobian(rosenbrock_res, jnp.zeros(10))) == (0, 1)
+    assert misses(lambda: sa.sparse_jacobian(f, x, idx, 3)) == (1, 0)  # new static arg
+    assert misses(lambda: sa.sparse_jacobian(f, x, idx[::-1], 2)) == (1, 0)  # new index values
+    assert misses(lambda: sa.sparse_jacobian(f, x, idx, 2, mode="forward")) == (1, 0)
+    assert misses(lambda: sa.sparse_jacobian(lambda *a: f(*a), x, idx, 2)) == (1, 0)  # new fn
+    e = rosenbrock
+    assert misses(lambda: sa.sparse_hessian(e, x)) == (1, 0)
+    assert misses(lambda: sa.sparse_hessian(e, x)) == (0, 1)
+    assert misses(lambda: sa.sparse_hessian(e, x, mode="rev_over_rev")) == (1, 0)
+    c = lambda z: z[1:] * z[:-1]  # noqa: E731
+    assert misses(lambda: sa.sparse_lagrangian_hessian(e, c, x)) == (1, 0)
+    assert misses(lambda: sa.sparse_lagrangian_hessian(e, c, x)) == (0, 1)
+    sa.set_cache_size(0)  # opt out: every call sets up anew
+    assert misses(lambda: sa.sparse_hessian(e, x)) == (1, 0)
+    assert misses(lambda: sa.sparse_hessian(e, x)) == (1, 0)
+    assert sa.cache_info()["size"] == 0
+
+
+def test_repeat_build_neither_retraces_nor_recompiles(fresh_cache):
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return x[1:] * x[:-1] + jnp.sin(x[:-1])
+
+    def e(x):
+        traces.append(1)
+        return rosenbrock(x)
+
+    x = jnp.linspace(0, 1, 20)
+    for build, call in [(lambda: sa.sparse_jacobian(f, x), lambda d: d.values(x)),
+                        (lambda: sa.sparse_hessian(e, x), lambda d: d.lower_values(x))]:
+        first = build()
+        assert compilations(lambda call=call, first=first: call(first)) >= 1
+        n0 = len(traces)
+        again = build()  # a new object for the same function: same setup, same executable
+        assert compilations(lambda call=call, again=again: call(again)) == 0
+        assert len(traces) == n0
+        np.testing.assert_array_equal(call(again), call(first))
+    # opting out pays detection and compilation again
+    sa.set_cache_size(0)
+    n0 = len(traces)
+    jac = sa.sparse_jacobian(f, x)
+    assert compilations(lambda: jac.values(x)) >= 1 and len(traces) > n0
+
+
+def test_cache_does_not_keep_functions_alive(fresh_cache):
+    import gc
+
+    x = jnp.linspace(0, 1, 10)
+    f = lambda z: z[1:] * z[:-1]  # noqa: E731
+    e = lambda z: jnp.sum(z**4)  # noqa: E731
+    jac = sa.sparse_jacobian(f, x)
+    lag = sa.sparse_lagrangian_hessian(e, f, x)
+    assert sa.cache_info()["size"] == 2
+    np.testing.assert_allclose(jac.values(x), jac.values(x))
+    del f, e
+    gc.collect()
+    assert sa.cache_info()["size"] == 2  # the objects hold their functions
+    np.testing.assert_allclose(lag(x, 1.0, jnp.ones(9)), lag(x, 1.0, jnp.ones(9)))
+    del jac, lag
+    gc.collect()
+    assert sa.cache_info()["size"] == 0
+
+
+def test_one_compilation_per_quantity(fresh_cache):
+    """Each derivative quantity is one XLA executable (index data are arguments)."""
+    x = jnp.linspace(0.2, 1, 30)
+    x2, ones, zeros = 2 * x, jnp.ones(29), jnp.zeros(29)  # (eager ops compile too)
+    jac = sa.sparse_jacobian(arrow_residual, x, mode="bidirectional")
+    assert compilations(lambda: jac.values(x)) == 1
+    assert compilations(lambda: jac.values(x2)) == 0
+    hess = sa.sparse_hessian(band4_energy, x, method="acyclic")
+    assert compilations(lambda: hess.lower_values(x)) == 1
+    lag = sa.sparse_lagrangian_hessian(band4_energy, lambda z: z[1:] ** 2 * z[:-1], x)
+    assert compilations(lambda: lag(x, 1.0, ones)) == 1
+    assert compilations(lambda: lag(x, 2.0, zeros)) == 0
+
+
+# -- integer arguments are index data (issue 13) --------------------------------------------
+def test_other_index_data_raises_instead_of_a_wrong_jacobian(fresh_cache):
+    x = jnp.linspace(0.1, 1, 8)
+    idx = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+    other = jnp.array([3, 2, 1, 0, 3, 2, 1, 0])
+    jac = sa.sparse_jacobian(segment_residual, x, idx, 2)
+    np.testing.assert_allclose(jac.todense(x, idx, 2), jacfwd(segment_residual)(x, idx, 2),
+                               **TOL)
+    np.testing.assert_allclose(jac.todense(x, np.asarray(idx), 2),  # same values, numpy
+                               jacfwd(segment_residual)(x, idx, 2), **TOL)
+    with pytest.raises(ValueError, match=r"args\[1\].*other integer.*args\[1\]\[0\] is 3, was 0"
+                       r".*Build the derivative again"):
+        jac(x, other, 2)
+    with pytest.raises(ValueError, match=r"args\[2\] .*3, was 2"):
+        jac.values(x, idx, 3)
+    # closed over under jit: a constant, checked when traced
+    np.testing.assert_allclose(jax.jit(lambda z: jac.values(z, idx, 2))(x), jac.values(x, idx, 2))
+    with pytest.raises(ValueError, match=r"args\[1\]"):
+        jax.jit(lambda z: jac.values(z, other, 2))(x)
+    # traced under jit: checked in the graph at run time
+    jitted = jax.jit(jac.values)
+    np.testing.assert_allclose(jitted(x, idx, 2), jac.values(x, idx, 2), **TOL)
+    with pytest.raises(Exception, match=r"args\[1\] holds other integer"):
+        jax.block_until_ready(jitted(x, other, 2))
+    # built under jit with traced index data: a pattern valid for every value
+    build = jax.jit(lambda z, i: sa.sparse_jacobian(segment_residual, z, i, 2).todense(z, i, 2))
+    np.testing.assert_allclose(build(x, other), jacfwd(segment_residual)(x, other, 2), **TOL)
+    # a pattern passed in is trusted for every value
+    p = jax.jit(lambda z, i: sa.jacobian_sparsity(segment_residual, z, i, 2).todense().sum())
+    assert int(p(x, idx)) == 32
+
+
+def test_other_index_data_raises_for_hessians(fresh_cache):
+    x = jnp.linspace(0.1, 1, 8)
+    idx = jnp.array([0, 0, 1, 1, 2, 2, 3, 3])
+    other = jnp.array([3, 2, 1, 0, 3, 2, 1, 0])
+
+    def e(z, i):
+        return jnp.sum(jax.ops.segment_sum(z, i, num_segments=4) ** 2)
+
+    hess = sa.sparse_hessian(e, x, idx)
+    np.testing.assert_allclose(hess.todense(x, idx), hessian(e)(x, idx), **TOL)
+    with pytest.raises(ValueError, match=r"sparse_hessian: args\[1\]"):
+        hess.lower_values(x, other)
+    lag = sa.sparse_lagrangian_hessian(e, lambda z, i: z[i] ** 2, x, idx)
+    lag(x, 1.0, jnp.ones(8), idx)
+    with pytest.raises(ValueError, match=r"sparse_lagrangian_hessian: args\[3\]"):
+        lag(x, 1.0, jnp.ones(8), other)
+
+
+def test_index_hash_is_the_same_in_numpy_and_jax():
+    from sparseopt_adapters._compressed import _int_hash, _words_jnp, _words_np
+
+    rng = np.random.default_rng(0)
+    values = [rng.integers(-2**40, 2**40, 50), rng.integers(-100, 100, (3, 4)).astype(np.int32),
+              rng.integers(0, 2, 7).astype(bool), np.array(5), np.arange(6, dtype=np.uint8),
+              rng.integers(-100, 100, 9).astype(np.int16),
+              rng.integers(0, 2**32, 9).astype(np.uint32)]
+    for v in values:
+        want = tuple(int(h) for h in _int_hash(_words_np(v), np))
+        got = jax.jit(lambda a: _int_hash(_words_jnp(a), jnp))(jnp.asarray(v))
+        assert tuple(int(h) for h in got) == want, v.dtype
+    # a Python int and an int32 array of the same value agree
+    assert _int_hash(_words_np(np.int32(7)), np) == _int_hash(_words_np(7), np)
+
+
+# -- another shape (issue 13) ----------------------------------------------------------------------
+def test_other_shape_names_the_shape_it_was_built_for(fresh_cache):
+    x = jnp.linspace(0.1, 1, 12)
+    jac = sa.sparse_jacobian(residual, x)
+    with pytest.raises(ValueError, match=r"args\[0\] has shape \(13,\).*built for shape \(12,\)"):
+        jac(jnp.ones(13))
+    with pytest.raises(ValueError, match=r"built for shape \(12,\)"):
+        jax.jit(jac.values)(jnp.ones(13))
+    hess = sa.sparse_hessian(rosenbrock, x)
+    with pytest.raises(ValueError, match=r"sparse_hessian: args\[0\].*\(12,\)"):
+        hess.lower_values(jnp.ones((3, 4)))
+    with pytest.raises(TypeError, match=r"args\[0\] has the structure"):
+        jac.values((x,))
+    # vmap sees the unbatched shape
+    assert jax.vmap(jac.values)(jnp.stack([x, x])).shape == (2, jac.nnz)
+
+
+# -- HVP modes (issue 14 item 6) -----------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["fwd_over_rev", "rev_over_fwd", "rev_over_rev", "auto"])
+@pytest.mark.parametrize("method", ["star", "acyclic"])
+def test_hvp_modes_equal_jax_hessian(mode, method):
+    x = jnp.linspace(-0.7, 1.3, 15)
+    for f in (rosenbrock, band4_energy, arrow_energy):
+        hess = sa.sparse_hessian(f, x, mode=mode, method=method, chunk_size=2)
+        assert hess.mode == ("fwd_over_rev" if mode == "auto" else mode)
+        np.testing.assert_allclose(hess.todense(x), hessian(f)(x), **TOL)
+        lower = hessian(f)(x)[hess.lower_pattern.rows, hess.lower_pattern.cols]
+        np.testing.assert_allclose(hess.lower_values(x), lower, **TOL)
+
+
+@pytest.mark.parametrize("mode", ["fwd_over_rev", "rev_over_fwd", "rev_over_rev", "auto"])
+def test_lagrangian_hvp_modes_equal_jax_hessian(mode):
+    x = jnp.linspace(-0.7, 1.3, 9)
+    c = lambda z: jnp.stack([z[1:] ** 2 * z[:-1], jnp.sin(z[1:])])  # noqa: E731
+    lag = sa.sparse_lagrangian_hessian(band4_energy, c, x, mode=mode)
+    lam = jnp.linspace(-1, 1, 16)
+    ref = hessian(lambda z: 0.5 * band4_energy(z) + jnp.dot(lam, c(z).ravel()))(x)
+    lp = lag.lower_pattern
+    np.testing.assert_allclose(lag(x, 0.5, lam), ref[lp.rows, lp.cols], **TOL)
+
+
+def test_auto_hvp_mode_falls_back_for_custom_vjp():
+    @jax.custom_vjp
+    def energy(x):
+        return jnp.sum(x[1:] ** 3 * x[:-1])
+
+    def fwd(x):
+        return energy(x), x
+
+    def bwd(x, g):
+        d = jnp.zeros_like(x).at[1:].add(3 * x[1:] ** 2 * x[:-1]).at[:-1].add(x[1:] ** 3)
+        return (g * d,)
+
+    energy.defvjp(fwd, bwd)
+    x = jnp.linspace(0.5, 1.5, 10)
+    p = sa.SparsityPattern.from_dense(np.eye(10) + np.eye(10, k=1) + np.eye(10, k=-1))
+    hess = sa.sparse_hessian(energy, x, pattern=p)
+    assert hess.mode == "rev_over_rev"
+    ref = jax.jit(jax.jacrev(jax.grad(energy)))(x)
+    np.testing.assert_allclose(hess.todense(x), ref, **TOL)
+    assert sa.check_hessian(hess, x).passed
+    with pytest.raises(ValueError, match="mode must be 'auto' or one of"):
+        sa.sparse_hessian(energy, x, pattern=p, mode="forward")
