@@ -1,15 +1,16 @@
 """Compressed sparse derivatives: colors and per-call time vs asdex, dense JAX and colors × JVP.
 
-    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_compressed.py [--quick]
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bench_compressed.py [--quick] [--no-dense]
 
-Per-call times are medians of jitted calls after a warm-up (compile excluded), measured in one
-run for every method. Ratios: ours / asdex (< 1 means faster) and ours / (colors × one JVP or
-HVP of the same function). The products (``obj.compressed``) and the decompression (a jitted
-gather from precomputed products) are also timed on their own, and the XLA compilations of the
-first call are counted and timed. Dense JAX (jacfwd / hessian) is skipped where n² floats
-exceed ~880 MB and says so. Goals (issue 14 item 5): ours/asdex <= 1.0 where the colour counts
-are equal, ours/(c·1) <= 1.2 on the Rosenbrock n=1e5 Hessian, the BRYBND-type n=1e4 Jacobian
-and the NONDQUAR-type n=1e4 Hessian.
+Per-call times are medians (and minima) of jitted calls after a warm-up (compile excluded),
+the methods interleaved call by call so that load on a shared machine hits them alike.
+Ratios: ours / asdex (< 1 means faster) and ours / (colors × one JVP or HVP of the same
+function). The products (``obj.compressed``) and the decompression (a jitted gather from
+precomputed products) are also timed on their own, and the XLA compilations of the first call
+are counted and timed. Dense JAX (jacfwd / hessian) is skipped where n² floats exceed
+~880 MB and says so. Goals (issue 14 item 5): ours/asdex <= 1.0 where the colour counts are
+equal, ours/(c·1) <= 1.2 on the Rosenbrock n=1e5 Hessian, the BRYBND-type n=1e4 Jacobian and
+the NONDQUAR-type n=1e4 Hessian.
 """
 
 from __future__ import annotations
@@ -77,6 +78,21 @@ def per_call(fn, x, repeats, warm=True):
     return statistics.median(times)
 
 
+def interleaved(fns, repeats):
+    """Median and minimum seconds per call of each ``name: (fn, arg)``, the calls taken
+    round-robin so that load on a shared machine hits every method alike."""
+    for fn, arg in fns.values():
+        jax.block_until_ready(fn(arg))  # warm-up (compile)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, (fn, arg) in fns.items():
+            t = time.perf_counter()
+            jax.block_until_ready(fn(arg))
+            times[k].append(time.perf_counter() - t)
+    return ({k: statistics.median(v) for k, v in times.items()},
+            {k: min(v) for k, v in times.items()})
+
+
 def fmt(t):
     return "-" if t is None else (f"{t * 1e6:.0f}µs" if t < 1e-3 else f"{t * 1e3:.2f}ms")
 
@@ -94,6 +110,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--only", default="", help="run the cases whose name contains this")
+    ap.add_argument("--no-dense", action="store_true", help="skip dense jacfwd / hessian")
     a = ap.parse_args()
     import asdex
 
@@ -115,10 +132,10 @@ def main():
                   seed_residual_scatter(gi, gj, L, Y, B, X, sp, sq), g0))
     cases = [c for c in cases if a.only in c[0]]
 
-    print(f"jax {jax.__version__}, asdex 0.5.1; median of {a.repeats} jitted calls after "
-          "a warm-up\n")
+    print(f"jax {jax.__version__}, asdex 0.5.1; median (and min) of {a.repeats} jitted calls "
+          "after a warm-up, methods interleaved; compiles: XLA compilations of our first call\n")
     cols = ("colors", "asdex col", "ours", "asdex", "dense", "1 JVP", "products", "decomp",
-            "ours/asdex", "ours/(c·1)", "compiles", "1st call")
+            "ours/asdex", "ours/(c·1)", "min:asdex", "min:(c·1)", "compiles", "1st call")
     print(f"{'case':34s} " + " ".join(f"{c:>10s}" for c in cols))
     for name, kind, f, x0 in cases:
         x = jnp.asarray(x0)
@@ -146,24 +163,30 @@ def main():
         J_ours = np.asarray(ours(x).todense())
         J_them = np.asarray(theirs(x).todense())
         assert np.allclose(J_ours, J_them, rtol=1e-10, atol=1e-12), name
-        t_ours = per_call(ours_fn, x, a.repeats)
-        t_them = per_call(theirs, x, a.repeats)
-        t_prod = per_call(jax.jit(ours.compressed), x, a.repeats)
         comp = ours.compressed(x)
         index = ours._static.get()
         dec = jax.jit(_decompress)
-        t_dec = per_call(lambda c, dec=dec, index=index: dec(c, index), comp, a.repeats)
+        fns = {
+            "ours": (ours_fn, x),
+            "asdex": (theirs, x),
+            "products": (jax.jit(ours.compressed), x),
+            "decomp": (lambda cc, dec=dec, index=index: dec(cc, index), comp),
+            "one": (one, x),
+        }
+        t, t_min = interleaved(fns, a.repeats)
         t_dense = None
-        if dense is not None:
-            t = time.perf_counter()
+        if dense is not None and not a.no_dense:
+            t0 = time.perf_counter()
             jax.block_until_ready(dense(x))
-            slow = time.perf_counter() - t > DENSE_TIME_LIMIT
+            slow = time.perf_counter() - t0 > DENSE_TIME_LIMIT
             t_dense = per_call(dense, x, 1 if slow else 3, warm=False)
-        t_one = per_call(one, x, a.repeats)
         c = ours.n_colors
-        row = (f"{c}", f"{theirs_col.num_colors}", fmt(t_ours), fmt(t_them), fmt(t_dense)
-               if dense is not None else "skipped", fmt(t_one), fmt(t_prod), fmt(t_dec),
-               f"{t_ours / t_them:.2f}", f"{t_ours / (c * t_one):.2f}",
+        row = (f"{c}", f"{theirs_col.num_colors}", fmt(t["ours"]), fmt(t["asdex"]),
+               fmt(t_dense) if t_dense is not None else "skipped", fmt(t["one"]),
+               fmt(t["products"]), fmt(t["decomp"]),
+               f"{t['ours'] / t['asdex']:.2f}", f"{t['ours'] / (c * t['one']):.2f}",
+               f"{t_min['ours'] / t_min['asdex']:.2f}",
+               f"{t_min['ours'] / (c * t_min['one']):.2f}",
                f"{n_comp} ({t_comp:.2f}s)", f"{t_first:.2f}s")
         print(f"{name:34s} " + " ".join(f"{s:>10s}" for s in row), flush=True)
 

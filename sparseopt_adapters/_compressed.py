@@ -107,7 +107,7 @@ _decompress_jit = jax.jit(_decompress)
 # ---------------------------------------------------------------------------------------
 def _is_index_data(leaf) -> bool:
     """Whether detection read ``leaf``'s values (concrete integer/bool data, as in
-    `_detection._input_abstracts`)."""
+    `_detection._api._input_abstracts`)."""
     if isinstance(leaf, jax.ShapeDtypeStruct | jax.core.Tracer):
         return False
     dtype = getattr(leaf, "dtype", None)
