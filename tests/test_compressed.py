@@ -709,3 +709,19 @@ def test_auto_hvp_mode_falls_back_for_custom_vjp():
     assert sa.check_hessian(hess, x).passed
     with pytest.raises(ValueError, match="mode must be 'auto' or one of"):
         sa.sparse_hessian(energy, x, pattern=p, mode="forward")
+
+
+def test_no_large_constants_are_baked_into_the_call(fresh_cache):
+    """Index data are arguments of the derivative's own compiled call; only small seed
+    matrices are constants. (Under a user's outer jax.jit, JAX 0.10 embeds every concrete
+    array the trace sees, ours included, as a constant.)"""
+    n = 60_000
+    x = jax.ShapeDtypeStruct((n,), jnp.float64)
+    f = lambda z: z[2:-2] ** 3 - 0.5 * z[1:-3] - 0.5 * z[3:-1] + 0.1 * z[:-4] * z[4:]  # noqa: E731
+    jac = sa.sparse_jacobian(f, x)
+    assert jac.n_colors * n > (1 << 17)  # too big to bake: seeds come from the colours
+    hlo = jac._values_jit.lower(jac._static.get(), x).as_text()
+    assert len(hlo) < 50_000, len(hlo)  # the (nnz,) gather index alone would print ~2.4 MB
+    hess = sa.sparse_hessian(lambda z: jnp.sum(f(z) ** 2), x)
+    hlo = hess._lower_jit.lower(hess._static.get(), x).as_text()
+    assert len(hlo) < 50_000, len(hlo)
