@@ -96,17 +96,24 @@ class _SetupCache:
         self.misses = 0
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.RLock()
+        self._building = threading.local()  # .depth: nesting of builds in this thread
 
     def _evict_dead(self, _ref=None):
+        # a weakref callback: it can fire from the garbage collector while this thread is
+        # inside another method (the lock is re-entrant), so iterate over a snapshot
         with self._lock:
-            dead = [k for k in self._entries if not all(r.alive() for r in k[1])]
+            dead = [k for k in list(self._entries) if not all(r.alive() for r in k[1])]
             for k in dead:
-                del self._entries[k]
+                self._entries.pop(k, None)
 
     def get(self, kind: str, fns: Sequence[Callable], key: Hashable, build: Callable[[], T]) -> T:
+        if getattr(self._building, "depth", 0):
+            # inside another entry's build: that entry holds what is built here, so caching
+            # it again would only duplicate it (and count a second miss for one setup)
+            return build()
         if self.maxsize == 0:
             self.misses += 1
-            return build()
+            return self._build(build)
         refs = tuple(_Ref(f, self._evict_dead) for f in fns)
         full = (kind, refs, key)
         try:
@@ -121,7 +128,7 @@ class _SetupCache:
                 self._entries.move_to_end(full)
                 self.hits += 1
                 return self._entries[full]
-        value = build()  # outside the lock: building may take seconds and may recurse
+        value = self._build(build)  # outside the lock: building may take seconds
         with self._lock:
             self.misses += 1
             self._entries[full] = value
@@ -129,6 +136,13 @@ class _SetupCache:
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
         return value
+
+    def _build(self, build):
+        self._building.depth = getattr(self._building, "depth", 0) + 1
+        try:
+            return build()
+        finally:
+            self._building.depth -= 1
 
     def clear(self):
         with self._lock:

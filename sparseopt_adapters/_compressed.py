@@ -115,44 +115,22 @@ def _is_index_data(leaf) -> bool:
     return not np.issubdtype(dtype, np.inexact)
 
 
-def _words_np(a) -> np.ndarray:
-    """The integer values of ``a`` as (low, high) 32-bit words of their int64 value."""
-    a = np.asarray(a)
-    if a.dtype == np.uint64:
-        lo, hi = a & 0xFFFFFFFF, a >> 32
-    else:
-        a = a.astype(np.int64)
-        lo, hi = a & 0xFFFFFFFF, a >> 32
-    return np.stack([lo.astype(np.uint32), hi.astype(np.int64).astype(np.uint32)], -1).ravel()
-
-
-def _words_jnp(a) -> jax.Array:
-    """`_words_np` in the graph (also without x64)."""
-    if a.dtype == jnp.bool_:
-        a = a.astype(jnp.int32)
-    if a.dtype.itemsize == 8:
-        lo = (a & 0xFFFFFFFF).astype(jnp.uint32)
-        hi = jax.lax.bitcast_convert_type((a >> 32).astype(jnp.int32), jnp.uint32)
-        if a.dtype == jnp.uint64:
-            hi = (a >> 32).astype(jnp.uint32)
-    elif a.dtype == jnp.uint32:
-        lo, hi = a, jnp.zeros_like(a)
-    else:
-        a32 = a.astype(jnp.int32)
-        lo = jax.lax.bitcast_convert_type(a32, jnp.uint32)
-        hi = jax.lax.bitcast_convert_type(a32 >> 31, jnp.uint32)
-    return jnp.stack([lo, hi], -1).reshape(-1)
-
-
-def _int_hash(words, xp) -> tuple:
-    """Two 32-bit wrap-around hashes of a word vector (identical in numpy and jax.numpy)."""
+def _int_hash(a, xp):
+    """A 32-bit wrap-around hash of the integer/bool array ``a``, identical in numpy
+    (``xp=np``) and in the graph (``xp=jnp``) for the same dtype: each element's 32-bit words
+    and its position are mixed (multiply, xor-shift) and summed, one pass over ``a``.
+    Conversions to uint32 keep the low bits on both sides."""
     u = xp.uint32
-    i = xp.arange(words.shape[0], dtype=u)
-    k1 = i * u(0x9E3779B1) + u(0x7F4A7C15)
-    k2 = (i ^ u(0x85EBCA6B)) * u(0xC2B2AE35) + u(1)
-    h1 = xp.sum(words * k1, dtype=u)
-    h2 = xp.sum((words ^ k2) * (words + k1), dtype=u)
-    return h1, h2
+    a = a.reshape(-1)
+    if a.dtype == xp.bool_:
+        a = a.astype(xp.uint8)
+    w = a.astype(u) * u(0x85EBCA6B)
+    if a.dtype.itemsize == 8:
+        w = w + (a >> 32).astype(u) * u(0xC2B2AE35)
+    w = w + xp.arange(a.shape[0], dtype=u) * u(0x9E3779B1) + u(0x7F4A7C15)
+    w = (w ^ (w >> u(15))) * u(0x27D4EB2F)
+    w = w ^ (w >> u(13))
+    return xp.sum(w, dtype=u)
 
 
 class _Frozen:
@@ -161,15 +139,14 @@ class _Frozen:
     def __init__(self, example_args, caller):
         leaves, self.treedef = jax.tree_util.tree_flatten_with_path(tuple(example_args))
         self.caller = caller
-        self.items = []  # (position among the leaves, name, numpy copy, hash)
+        self.items = []  # (position among the leaves, name, numpy copy)
         for pos, (path, leaf) in enumerate(leaves):
             if _is_index_data(leaf):
                 value = np.array(leaf)
                 value.setflags(write=False)
-                name = "args" + jax.tree_util.keystr(path)
-                h = tuple(int(v) for v in _int_hash(_words_np(value), np))
-                self.items.append((pos, name, value, h))
+                self.items.append((pos, "args" + jax.tree_util.keystr(path), value))
         self._seen = {}  # position -> weakref to the last jax.Array found equal (immutable)
+        self._hashes = {}  # (position, dtype) -> host hash of the value in that dtype
 
     def __bool__(self):
         return bool(self.items)
@@ -191,10 +168,11 @@ class _Frozen:
         if treedef != self.treedef:
             return ()  # another structure: the shape check of the call says so
         traced = []
-        for pos, name, value, h in self.items:
+        for pos, name, value in self.items:
             leaf = leaves[pos]
             if isinstance(leaf, jax.core.Tracer):
-                traced.append((leaf, name, h))
+                if leaf.shape == value.shape:  # else the shape check of the call names it
+                    traced.append((pos, leaf, name, value))
                 continue
             ref = self._seen.get(pos)
             if ref is not None and ref() is leaf:
@@ -209,12 +187,26 @@ class _Frozen:
         return tuple(traced)
 
     def guard(self, out, traced):
-        """``out``, raising at run time (`equinox.error_if`) if traced index data differs."""
-        for leaf, name, h in traced:
-            if not jnp.issubdtype(leaf.dtype, jnp.integer) and leaf.dtype != jnp.bool_:
-                continue
-            h1, h2 = _int_hash(_words_jnp(leaf), jnp)
-            bad = (h1 != jnp.uint32(h[0])) | (h2 != jnp.uint32(h[1]))
+        """``out``, raising at run time (`equinox.error_if`) if traced index data differs.
+
+        The traced values are hashed in the graph (a 32-bit sum, one pass) and compared
+        with the hash of the frozen values in the same dtype, computed here once per dtype.
+        """
+        for pos, leaf, name, value in traced:
+            dtype = np.dtype(leaf.dtype)
+            key = (pos, dtype)
+            if key not in self._hashes:
+                if not (np.issubdtype(dtype, np.integer) or dtype == np.bool_):
+                    raise TypeError(
+                        f"{self.caller}: {name} was integer/bool index data ({value.dtype}) "
+                        f"when the derivative was built, but is now {dtype}."
+                    )
+                cast = value.astype(dtype)
+                if not np.array_equal(cast, value):
+                    raise ValueError(self._error(name, f" (they do not fit in {dtype})"))
+                self._hashes[key] = int(_int_hash(cast, np))
+            want = self._hashes[key]
+            bad = _int_hash(leaf, jnp) != jnp.uint32(want)
             out = eqx.error_if(out, bad, self._error(name, ""))
         return out
 

@@ -631,19 +631,21 @@ def test_other_index_data_raises_for_hessians(fresh_cache):
 
 
 def test_index_hash_is_the_same_in_numpy_and_jax():
-    from sparseopt_adapters._compressed import _int_hash, _words_jnp, _words_np
+    from sparseopt_adapters._compressed import _int_hash
 
     rng = np.random.default_rng(0)
     values = [rng.integers(-2**40, 2**40, 50), rng.integers(-100, 100, (3, 4)).astype(np.int32),
               rng.integers(0, 2, 7).astype(bool), np.array(5), np.arange(6, dtype=np.uint8),
-              rng.integers(-100, 100, 9).astype(np.int16),
+              rng.integers(-100, 100, 9).astype(np.int16), rng.integers(-9, 9, 5).astype(np.int8),
               rng.integers(0, 2**32, 9).astype(np.uint32)]
     for v in values:
-        want = tuple(int(h) for h in _int_hash(_words_np(v), np))
-        got = jax.jit(lambda a: _int_hash(_words_jnp(a), jnp))(jnp.asarray(v))
-        assert tuple(int(h) for h in got) == want, v.dtype
-    # a Python int and an int32 array of the same value agree
-    assert _int_hash(_words_np(np.int32(7)), np) == _int_hash(_words_np(7), np)
+        want = int(_int_hash(v, np))
+        assert int(jax.jit(lambda a: _int_hash(a, jnp))(jnp.asarray(v))) == want, v.dtype
+    a = np.arange(1000)
+    b = a.copy()
+    b[[3, 700]] = b[[700, 3]]  # a swap changes the hash
+    assert _int_hash(a, np) != _int_hash(b, np)
+    assert _int_hash(a, np) != _int_hash(a + 2**32, np)  # the high word counts
 
 
 # -- another shape (issue 13) ----------------------------------------------------------------------

