@@ -31,7 +31,6 @@ import os
 import threading
 import types
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -86,7 +85,13 @@ class _Ref:
         return hash(self._ids)
 
     def __eq__(self, other):
-        return isinstance(other, _Ref) and self._ids == other._ids and self.alive()
+        if self is other:
+            return True
+        if not isinstance(other, _Ref) or self._ids != other._ids:
+            return False
+        # the same live objects (an id can be reused once its object has died)
+        return all(a() is not None and a() is b() for a, b in zip(self._refs, other._refs,
+                                                                   strict=True))
 
 
 class _SetupCache:
@@ -94,17 +99,33 @@ class _SetupCache:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+        # a plain dict in LRU order (oldest first): an OrderedDict's iterator looks keys up
+        # again, which raised KeyError once a key's weak references had died
+        self._entries: dict[Hashable, Any] = {}
         self._lock = threading.RLock()
         self._building = threading.local()  # .depth: nesting of builds in this thread
+        self._evicting = False
+        self._evict_again = False
 
     def _evict_dead(self, _ref=None):
-        # a weakref callback: it can fire from the garbage collector while this thread is
-        # inside another method (the lock is re-entrant), so iterate over a snapshot
+        # a weakref callback: the garbage collector can run it while this thread is inside
+        # another method (the lock is re-entrant), even inside this one while it iterates;
+        # a nested call only asks the running one to look again
         with self._lock:
-            dead = [k for k in list(self._entries) if not all(r.alive() for r in k[1])]
-            for k in dead:
-                self._entries.pop(k, None)
+            if self._evicting:
+                self._evict_again = True
+                return
+            self._evicting = True
+            try:
+                self._evict_again = True
+                while self._evict_again:
+                    self._evict_again = False
+                    keys = tuple(self._entries)
+                    for k in keys:
+                        if not all(r.alive() for r in k[1]):
+                            self._entries.pop(k, None)
+            finally:
+                self._evicting = False
 
     def get(self, kind: str, fns: Sequence[Callable], key: Hashable, build: Callable[[], T]) -> T:
         if getattr(self._building, "depth", 0):
@@ -125,17 +146,21 @@ class _SetupCache:
             ) from None
         with self._lock:
             if full in self._entries:
-                self._entries.move_to_end(full)
+                value = self._entries.pop(full)
+                self._entries[full] = value  # most recently used last
                 self.hits += 1
-                return self._entries[full]
+                return value
         value = self._build(build)  # outside the lock: building may take seconds
         with self._lock:
             self.misses += 1
+            self._entries.pop(full, None)
             self._entries[full] = value
-            self._entries.move_to_end(full)
-            while len(self._entries) > self.maxsize:
-                self._entries.popitem(last=False)
+            self._drop_oldest()
         return value
+
+    def _drop_oldest(self):
+        while len(self._entries) > self.maxsize:
+            del self._entries[next(iter(self._entries))]
 
     def _build(self, build):
         self._building.depth = getattr(self._building, "depth", 0) + 1
@@ -204,8 +229,7 @@ def set_cache_size(maxsize: int) -> None:
         raise ValueError(f"set_cache_size: maxsize must be an integer >= 0, got {maxsize!r}.")
     with _CACHE._lock:
         _CACHE.maxsize = int(maxsize)
-        while len(_CACHE._entries) > _CACHE.maxsize:
-            _CACHE._entries.popitem(last=False)
+        _CACHE._drop_oldest()
 
 
 def _leaf_key(leaf) -> Hashable:
