@@ -51,7 +51,11 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     add_json_argument(ap)
     a = ap.parse_args()
-    import asdex
+    try:
+        import asdex
+    except Exception as e:  # asdex 0.5.2 does not import on JAX 0.12; report, never hide
+        asdex = None
+        print(f"asdex unavailable here ({type(e).__name__}: {e}); timing ours only\n")
 
     cases = []
     for n in ([10_000] if a.quick else [10_000, 100_000]):
@@ -66,7 +70,8 @@ def main():
     cases.append((f"seed Y·GᵀLG·B p={p} q={q} (selection)", "jac", f_seed,
                   jax.ShapeDtypeStruct(g0.shape, jnp.float64)))
 
-    asdex_version = asdex.__version__ if hasattr(asdex, '__version__') else '0.5.1'
+    asdex_version = ("unavailable" if asdex is None
+                     else getattr(asdex, "__version__", "0.5.1"))
     print(f"asdex {asdex_version}, "
           f"jax {jax.__version__}; median of {a.repeats} after a warm-up\n")
     json_rows = []
@@ -84,6 +89,8 @@ def main():
             warnings.simplefilter("ignore")
             p_ours, t_ours = timed(lambda: ours_fn(f, x), a.repeats, slow)  # noqa: B023
             try:
+                if asdex is None:
+                    raise ImportError("asdex unavailable")
                 xa = jnp.ones(x.shape, x.dtype)  # asdex needs a concrete sample
                 p_them, t_them = timed(lambda: their_fn(f, xa), a.repeats, slow)  # noqa: B023
                 nnz_them, t_them_s = f"{p_them.nnz}", f"{t_them:.3f}s"

@@ -8,7 +8,11 @@ Every intermediate array is represented by
 - ``nz``: a flat boolean mask, ``False`` where the element is *known to be zero* for every
   input value (a zero of a constant, an entry a scatter never wrote, an unstored sparse entry);
 - ``value``: the concrete numpy value when it is the same for every input (constants, index
-  arithmetic, iotas), else ``None``.
+  arithmetic, iotas), else ``None``;
+- ``lo``, ``hi``: for integer (and boolean) arrays whose value is not known, elementwise bounds
+  (float64 arrays of ``shape``, ``±inf`` where unbounded) valid for every input, or ``None``:
+  an ``argmax`` lies in ``[0, n - 1]``, ``argmax // 2`` in ``[0, (n - 1) // 2]``, a clamped
+  index in its clamp range (see ``_intervals.py``).
 
 Invariants: ``value is not None`` implies ``deps is None`` and ``nz == (value != 0)``; a row of
 ``deps`` with entries implies ``nz`` at that element.
@@ -21,14 +25,16 @@ import scipy.sparse as sp
 
 
 class AbstractArray:
-    __slots__ = ("shape", "dtype", "nz", "deps", "value")
+    __slots__ = ("shape", "dtype", "nz", "deps", "value", "lo", "hi")
 
-    def __init__(self, shape, dtype, nz, deps=None, value=None):
+    def __init__(self, shape, dtype, nz, deps=None, value=None, lo=None, hi=None):
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.nz = nz
         self.deps = deps
         self.value = value
+        self.lo = lo
+        self.hi = hi
 
     @property
     def size(self) -> int:
@@ -53,6 +59,8 @@ class AbstractArray:
 
 def known(value) -> AbstractArray:
     value = np.asarray(value)
+    if value.dtype.kind == "V":  # float0: the tangent type of integer values, always zero
+        return AbstractArray(value.shape, value.dtype, np.zeros(value.size, bool), None, value)
     return AbstractArray(value.shape, value.dtype, (value != 0).reshape(-1), None, value)
 
 
@@ -169,4 +177,24 @@ def broadcast_scalar(a: AbstractArray, shape, n_cols: int) -> AbstractArray:
     idx = np.broadcast_to(np.arange(a.size, dtype=np.int64).reshape(src_shape), shape)
     idx = idx.reshape(-1)
     deps = a.deps[idx] if a.deps is not None else None
-    return AbstractArray(shape, a.dtype, a.nz[idx], deps, None)
+    out = AbstractArray(shape, a.dtype, a.nz[idx], deps, None)
+    if a.lo is not None:
+        out.lo = np.broadcast_to(np.asarray(a.lo).reshape(src_shape), shape)
+        out.hi = np.broadcast_to(np.asarray(a.hi).reshape(src_shape), shape)
+    return out
+
+
+def join(a: AbstractArray, b: AbstractArray) -> AbstractArray:
+    """An abstract array covering both ``a`` and ``b`` (union of dependencies, hull of bounds)."""
+    if a.known and b.known and a.value.shape == b.value.shape and np.array_equal(a.value, b.value):
+        return a
+    deps = union(a.deps, b.deps)
+    out = AbstractArray(a.shape, a.dtype, a.nz | b.nz, deps, None)
+    if not np.issubdtype(a.dtype, np.inexact):
+        from ._intervals import bounds
+
+        (alo, ahi), (blo, bhi) = bounds(a), bounds(b)
+        lo, hi = np.minimum(alo, blo), np.maximum(ahi, bhi)
+        if np.isfinite(lo).any() or np.isfinite(hi).any():
+            out.lo, out.hi = lo, hi
+    return out

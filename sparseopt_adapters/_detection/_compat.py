@@ -71,7 +71,7 @@ def cond_branches(params):
 
 def inner_jaxpr(params):
     """The program a call-like equation runs (``None`` when it has none)."""
-    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr"):
+    for key in ("jaxpr", "call_jaxpr", "fun_jaxpr", "callee"):
         j = params.get(key)
         if j is not None:
             return j

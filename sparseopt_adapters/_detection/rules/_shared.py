@@ -6,7 +6,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .. import _abstract as ab
-from .._common import bind_eqn, make, unknown_like
+from .. import _intervals as iv
+from .._common import bind_eqn, make, out_shape_dtype, unknown_like
 from .._fold import NUMPY_IMPL
 
 
@@ -23,6 +24,9 @@ def stack_deps(inputs, n_cols):
 
 def gathered(eqn, data, src, k=0):
     """Output k takes element ``src[j]`` of the concatenated ``data`` inputs (-1: zero)."""
+    shape, dtype = out_shape_dtype(eqn, k)
+    if not np.issubdtype(dtype, np.inexact):
+        return _moved_bounds(shape, dtype, data, src)
     n_cols = next((a.deps.shape[1] for a in data if a.deps is not None), None)
     valid = src >= 0
     nz_all = np.concatenate([a.nz for a in data])
@@ -33,6 +37,24 @@ def gathered(eqn, data, src, k=0):
     all_deps, _ = stack_deps(data, n_cols)
     deps = ab.apply_relation(ab.selection(src, all_deps.shape[0]), all_deps)
     return make(eqn, deps, nz, k)
+
+
+def _moved_bounds(shape, dtype, data, src):
+    """Integer outputs of a movement: the bounds (or values) of the elements they copy."""
+    if not any(a.lo is not None or a.known for a in data) or not data:
+        return ab.unknown(shape, dtype)
+    if all(a.known for a in data):
+        vals = np.concatenate([np.asarray(a.value, np.float64).reshape(-1) for a in data])
+        lo = hi = np.where(src >= 0, vals[np.maximum(src, 0)], np.nan)
+    else:
+        los, his = zip(*[iv.bounds(a) for a in data], strict=True)
+        lo_all = np.concatenate([np.reshape(x, -1) for x in los])
+        hi_all = np.concatenate([np.reshape(x, -1) for x in his])
+        lo, hi = lo_all[np.maximum(src, 0)], hi_all[np.maximum(src, 0)]
+    lo = np.where(src >= 0, lo, -np.inf).reshape(shape)
+    hi = np.where(src >= 0, hi, np.inf).reshape(shape)
+    lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
+    return iv.bounded(shape, dtype, lo, hi)
 
 
 def id_arrays(data):

@@ -8,21 +8,67 @@ import scipy.sparse as sp
 
 from .. import _abstract as ab
 from .. import _compat
+from .. import _intervals as iv
 from .._common import UNROLL_BUDGET, WIDEN_AFTER, all_to_all, unknown_like
 from .._registry import rule
 
 
-@rule("jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint", "custom_lin",
-      "shard_map")
+@rule("jit", "pjit", "closed_call", "core_call", "call", "remat", "remat2", "checkpoint",
+      "custom_lin", "shard_map", "eval_jaxpr", "composite", "custom_vmap_call")
 def _call(interp, eqn, ins):
     """Calls (``jit``, ``jax.checkpoint`` = ``remat2``, ...) run their inner program."""
     jaxpr = _compat.inner_jaxpr(eqn.params)
     if jaxpr is None:
         return None
+    outs = _enumerate_index_call(interp, eqn, jaxpr, ins)
+    if outs is not None:
+        return outs
     return interp.run_closed(jaxpr, ins)
 
 
-@rule("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr")
+# Most input assignments an integer-only call (floor_divide, remainder, clip ...) is evaluated
+# on when its inputs are bounded: the hull of its outputs keeps the relations interval
+# arithmetic loses (``x // 2`` with its sign correction stays in ``[lo // 2, hi // 2]``).
+INDEX_CALL_BUDGET = 64
+
+
+def _enumerate_index_call(interp, eqn, jaxpr, ins):
+    if any(_is_float(v.aval) for v in eqn.outvars) or any(a.has_deps for a in ins):
+        return None
+    free = [i for i, a in enumerate(ins) if not a.known]
+    if not free or not all(iv.finite(ins[i]) for i in free):
+        return None
+    ranges = []
+    for i in free:
+        lo, hi = iv.bounds(ins[i])
+        ranges += [(0, int(h - lo_)) for lo_, h in zip(lo.reshape(-1), hi.reshape(-1),
+                                                          strict=True)]
+    cases = iv.cases(ranges, INDEX_CALL_BUDGET)
+    if cases is None:
+        return None
+    result = None
+    for off in cases:
+        args, k = list(ins), 0
+        for i in free:
+            lo, _ = iv.bounds(ins[i])
+            n = lo.size
+            vals = lo.reshape(-1) + np.asarray(off[k:k + n], np.float64)
+            k += n
+            args[i] = ab.known(vals.reshape(ins[i].shape).astype(ins[i].dtype))
+        outs = interp.run_closed(jaxpr, args)
+        result = outs if result is None else [ab.join(x, y) for x, y in zip(result, outs,
+                                                                              strict=True)]
+    return result
+
+
+def _is_float(aval) -> bool:
+    try:
+        return np.issubdtype(np.dtype(aval.dtype), np.inexact)
+    except TypeError:
+        return False
+
+
+@rule("custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_jvp_call_jaxpr")
 def _custom(interp, eqn, ins):
     if eqn.primitive.name in interp.expanding:
         # Nested inside the derivative rule of the same kind of call: the rule *evaluates* it
@@ -40,11 +86,7 @@ def _custom(interp, eqn, ins):
     return interp.local_pattern_by_ad(eqn, ins)
 
 
-def _join_abstract(a: ab.AbstractArray, b: ab.AbstractArray) -> ab.AbstractArray:
-    if a.known and b.known and np.array_equal(a.value, b.value):
-        return a
-    deps = ab.union(a.deps, b.deps)
-    return ab.AbstractArray(a.shape, a.dtype, a.nz | b.nz, deps, None)
+_join_abstract = ab.join
 
 
 def _same(a: ab.AbstractArray, b: ab.AbstractArray) -> bool:
@@ -75,8 +117,14 @@ def _cond(interp, eqn, ins):
     if index.known:
         i = int(np.clip(np.asarray(index.value), 0, len(branches) - 1))
         return interp.run_closed(branches[i], ops)
+    reachable = range(len(branches))
+    if iv.finite(index):  # a bounded index (e.g. a clamped or argmax-derived one)
+        lo, hi = iv.bounds(index)
+        first = int(np.clip(float(np.min(lo)), 0, len(branches) - 1))
+        last = int(np.clip(float(np.max(hi)), 0, len(branches) - 1))
+        reachable = range(first, last + 1)
     results = None
-    for br in branches:
+    for br in (branches[i] for i in reachable):
         outs = interp.run_closed(br, ops)
         results = outs if results is None else [
             _join_abstract(a, b) for a, b in zip(results, outs, strict=True)
@@ -194,8 +242,13 @@ def _join_all_slices(x: ab.AbstractArray) -> ab.AbstractArray:
     )
 
 
-@rule("pure_callback", "io_callback")
-def _callback(interp, eqn, ins):
-    return interp.conservative(eqn, ins, reason="an opaque host callback")
 
 
+
+
+@rule("linear_call", "remat_opt", "random_gamma")
+def _by_ad(interp, eqn, ins):
+    """Primitives whose derivative rule is the thing to follow: its pattern, interpreted."""
+    if not any(a.has_deps for a in ins):
+        return [unknown_like(v.aval) for v in eqn.outvars]
+    return interp.local_pattern_by_ad(eqn, ins)

@@ -40,7 +40,8 @@ def _batched_all_to_all(interp, eqn, ins, n_core_in=2):
 
 
 rule(*("cholesky lu qr householder_product geqrf geqp3 eigh eig svd schur hessenberg "
-        "tridiagonal tridiagonal_solve cholesky_update lu_pivots_to_permutation").split())(
+        "tridiagonal tridiagonal_solve cholesky_update lu_pivots_to_permutation ormqr "
+        "symmetric_product").split())(
     _batched_all_to_all)
 
 

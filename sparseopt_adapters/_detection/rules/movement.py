@@ -18,8 +18,11 @@ rule(*_ONE_OPERAND.split())(movement(FIRST))
 rule(*"concatenate pad sharding_constraint optimization_barrier stack".split())(movement(ALL))
 
 
-@rule("device_put", "mesh_cast", "reshard", "pvary")
+@rule("device_put", "mesh_cast", "reshard", "pvary", "name", "layout_constraint", "shard_alike",
+      "random_clone", "reduced_vary_cast", "reduced_vary_cast_p", "vary_unreduced_cast",
+      "vary_unreduced_cast_p", "relayout", "inspect_sharding")
 def _identity(interp, eqn, ins):
+    """Outputs are the inputs (placement, naming, sharding annotations)."""
     return list(ins[: len(eqn.outvars)])
 
 
@@ -51,9 +54,13 @@ def _sort(interp, eqn, ins):
     return results
 
 
-@rule("top_k")
+@rule("top_k", "approx_top_k")
 def _top_k(interp, eqn, ins):
+    """The k selected values of a line depend on the whole line (which ones varies)."""
     a = ins[0]
+    axis = eqn.params.get("reduction_dimension", eqn.params.get("axis", -1))
+    if axis not in (-1, len(a.shape) - 1):
+        return None  # falls back to the JVP rule (sound)
     n = a.shape[-1]
     groups_in = np.arange(a.size) // max(n, 1)
     out_shape = eqn.outvars[0].aval.shape

@@ -11,6 +11,7 @@ from jax import lax
 
 from .. import _abstract as ab
 from .. import _compat
+from .. import _intervals as iv
 from .._common import group_deps, make, out_shape_dtype, unknown_like
 from .._registry import rule
 from ._shared import to_src
@@ -33,7 +34,17 @@ def _reduce(interp, eqn, ins):
     dest, n_out = _reduce_dest(a.shape, axes)
     rel = ab.relation(dest, np.arange(a.size), n_out, a.size)
     shape, dtype = out_shape_dtype(eqn)
+    if eqn.primitive.name in ("argmax", "argmin"):  # an index into the reduced axes
+        n = int(np.prod([a.shape[d] for d in axes], dtype=np.int64))
+        return [iv.bounded(shape, dtype, 0, max(n - 1, 0))]
     if not np.issubdtype(dtype, np.inexact):
+        if eqn.primitive.name in ("reduce_max", "reduce_min") and a.lo is not None:
+            lo, hi = iv.bounds(a)
+            lo_r = np.full(n_out, np.inf)
+            hi_r = np.full(n_out, -np.inf)
+            np.minimum.at(lo_r, dest, lo.reshape(-1))
+            np.maximum.at(hi_r, dest, hi.reshape(-1))
+            return [iv.bounded(shape, dtype, lo_r.reshape(shape), hi_r.reshape(shape))]
         return [unknown_like(eqn.outvars[0].aval)]
     any_nz = np.bincount(dest, weights=a.nz, minlength=n_out) > 0
     if eqn.primitive.name == "reduce_prod":
@@ -111,6 +122,51 @@ def _reduce_window(interp, eqn, ins):
         deps = ab.union(*[ab.apply_relation(rel, op.deps) for op in operands])
         results.append(make(eqn, deps, np.ones(n_out, bool), k))
     return results
+
+
+@rule("select_and_gather_add")
+def _select_and_gather_add(interp, eqn, ins):
+    """JVP of max pooling: each output takes the tangent at one position of its window."""
+    tangents, operand = ins
+    o_idx, i_idx, n_out = _window_relation(operand.shape, eqn.params)
+    rel = ab.relation(o_idx, i_idx, n_out, operand.size)
+    return [make(eqn, ab.apply_relation(rel, tangents.deps), np.ones(n_out, bool))]
+
+
+@rule("select_and_scatter_add")
+def _select_and_scatter_add(interp, eqn, ins):
+    """Transpose of max pooling: position i collects the cotangents of the windows holding i."""
+    source, operand = ins[0], ins[1]
+    o_idx, i_idx, n_out = _window_relation(operand.shape, eqn.params)
+    rel = ab.relation(i_idx, o_idx, operand.size, n_out)
+    return [make(eqn, ab.apply_relation(rel, source.deps), np.ones(operand.size, bool))]
+
+
+@rule("select_and_scatter")
+def _select_and_scatter(interp, eqn, ins):
+    """Generic select-and-scatter: the windows of the source, plus the initial value."""
+    source, operand, init = ins[0], ins[1], ins[2]
+    o_idx, i_idx, n_out = _window_relation(operand.shape, eqn.params)
+    rel = ab.relation(i_idx, o_idx, operand.size, n_out)
+    init_b = ab.broadcast_scalar(init, operand.shape, interp.n_cols)
+    deps = ab.union(ab.apply_relation(rel, source.deps), init_b.deps)
+    return [make(eqn, deps, np.ones(operand.size, bool))]
+
+
+@rule("reduce")
+def _generic_reduce(interp, eqn, ins):
+    """``lax.reduce`` with a user computation: every output depends on its reduced group of
+    every operand and on the initial values (sound for any computation)."""
+    n = len(eqn.outvars)
+    operands, inits = ins[:n], ins[n:]
+    axes = tuple(eqn.params["dimensions"])
+    dest, n_out = _reduce_dest(operands[0].shape, axes)
+    rel = ab.relation(dest, np.arange(operands[0].size), n_out, operands[0].size)
+    deps = ab.union(
+        *[ab.apply_relation(rel, op.deps) for op in operands],
+        *[ab.broadcast_scalar(i, (n_out,), interp.n_cols).deps for i in inits],
+    )
+    return [make(eqn, deps, np.ones(n_out, bool), k) for k in range(n)]
 
 
 # -- dot_general ----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from jax import lax
 
 from .. import _abstract as ab
 from .. import _compat
+from .. import _intervals as iv
 from .._common import all_to_all, make
 from .._registry import rule
 from ._shared import movement, to_src
@@ -16,18 +17,95 @@ from ._shared import movement, to_src
 FIRST = [0]
 
 
+# Most index assignments a bounded, data-dependent index is enumerated over (union of cases).
+CASE_BUDGET = 256
+
+
+def _components(a: ab.AbstractArray, scalar: bool):
+    """Index components of an index operand: ``(lo, hi)`` arrays over its batch, one per
+    index-vector entry (the last axis of gather/scatter indices; a dynamic_slice start is one
+    scalar component)."""
+    lo, hi = iv.bounds(a)
+    if scalar or lo.ndim == 0:
+        return [(np.asarray(lo).reshape(1), np.asarray(hi).reshape(1))], lo.shape
+    return [(lo[..., c], hi[..., c]) for c in range(lo.shape[-1])], lo.shape
+
+
+def _index_cases(ins, index_pos, scalar):
+    """Concrete index operands covering every value the bounded ones can take, or ``None``."""
+    comps, shapes = [], []
+    for i in index_pos:
+        if ins[i].known:
+            comps.append(None)
+            shapes.append(None)
+            continue
+        if not iv.finite(ins[i]):
+            return None
+        c, shape = _components(ins[i], scalar)
+        comps.append(c)
+        shapes.append(shape)
+    widths = []
+    for c in comps:
+        if c is not None:
+            widths += [int((hi - lo).max()) + 1 if lo.size else 1 for lo, hi in c]
+    offsets = iv.cases([(0, w - 1) for w in widths], CASE_BUDGET)
+    if offsets is None:
+        return None
+    out = []
+    for off in offsets:
+        k, case = 0, {}
+        for i, c, shape in zip(index_pos, comps, shapes, strict=True):
+            if c is None:
+                continue
+            parts = []
+            for lo, hi in c:
+                parts.append(np.minimum(lo + off[k], hi))
+                k += 1
+            arr = parts[0].reshape(shape) if scalar or len(shape) == 0 else np.stack(parts, -1)
+            case[i] = ab.known(arr.astype(ins[i].dtype))
+        out.append(case)
+    return out
+
+
+def _union_over_cases(interp, eqn, ins, index_pos, known_rule, scalar):
+    """Union of ``known_rule`` over every reachable index assignment (``None``: too many)."""
+    cases = _index_cases(ins, index_pos, scalar)
+    if cases is None:
+        return None
+    result = None
+    for case in cases:
+        args = [case.get(i, a) for i, a in enumerate(ins)]
+        outs = known_rule(interp, eqn, args)
+        if outs is None:
+            return None
+        result = outs if result is None else [
+            ab.join(x, y) for x, y in zip(result, outs, strict=True)
+        ]
+    return result
+
+
+_take = movement(FIRST)
+_update = movement([0, 1])
+
+
 @rule("gather")
 def _gather(interp, eqn, ins):
-    out = movement(FIRST)(interp, eqn, ins)
+    out = _take(interp, eqn, ins)
     if out is not None:
         return out
-    # Unknown indices: each output may be any element of the operand.
+    out = _union_over_cases(interp, eqn, ins, [1], _take, scalar=False)
+    if out is not None:
+        return out
+    # Unbounded indices: each output may be any element of the operand.
     return all_to_all(ins[:1], [eqn.outvars[0].aval], interp.n_cols)
 
 
 @rule("dynamic_slice")
 def _dynamic_slice(interp, eqn, ins):
-    out = movement(FIRST)(interp, eqn, ins)
+    out = _take(interp, eqn, ins)
+    if out is not None:
+        return out
+    out = _union_over_cases(interp, eqn, ins, list(range(1, len(ins))), _take, scalar=True)
     if out is not None:
         return out
     return all_to_all(ins[:1], [eqn.outvars[0].aval], interp.n_cols)
@@ -35,7 +113,10 @@ def _dynamic_slice(interp, eqn, ins):
 
 @rule("dynamic_update_slice")
 def _dynamic_update_slice(interp, eqn, ins):
-    out = movement([0, 1])(interp, eqn, ins)
+    out = _update(interp, eqn, ins)
+    if out is not None:
+        return out
+    out = _union_over_cases(interp, eqn, ins, list(range(2, len(ins))), _update, scalar=True)
     if out is not None:
         return out
     operand, update = ins[0], ins[1]
@@ -68,6 +149,9 @@ def _scatter(interp, eqn, ins):
     operand, indices, updates = ins[0], ins[1], ins[2]
     name = eqn.primitive.name
     if not indices.known:
+        out = _union_over_cases(interp, eqn, ins, [1], _scatter, scalar=False)
+        if out is not None:
+            return out
         return all_to_all([operand, updates], [eqn.outvars[0].aval], interp.n_cols)
     dest = _scatter_destinations(eqn, operand, indices.value, updates)
     valid = dest >= 0
