@@ -29,7 +29,7 @@ CONSERVATIVE: dict[str, str] = {
         unreduced_reduce_scatter_start unreduced_pmax unreduced_pmin
         """.split()},
     **{n: _REFS for n in "new_ref empty_ref free_ref freeze accum_grad_in_ref".split()},
-    **{n: _HIJAX for n in "call_hi_primitive stage".split()},
+    "stage": _HIJAX,
     **{n: ("a cuSPARSE lowering target: produced only while lowering for a GPU, never in "
            "a traced jaxpr") for n in "coo_spmm coo_spmv csr_spmm csr_spmv".split()},
     "ffi_call": _OPAQUE,

@@ -251,4 +251,28 @@ def _by_ad(interp, eqn, ins):
     """Primitives whose derivative rule is the thing to follow: its pattern, interpreted."""
     if not any(a.has_deps for a in ins):
         return [unknown_like(v.aval) for v in eqn.outvars]
+    if eqn.primitive.name in interp.expanding:
+        return None  # nested in its own derivative rule: the fallback chain decides
+    return interp.local_pattern_by_ad(eqn, ins)
+
+
+# JAX 0.12 ``HiPrim`` ops known to be elementwise in their first operand (the others are
+# integer exponents): their JVP calls the same op again, so expanding it recursed.
+_HIPRIM_ELEMENTWISE_FIRST = frozenset({"Ldexp"})
+
+
+@rule("call_hi_primitive")
+def _call_hi_primitive(interp, eqn, ins):
+    """JAX 0.12's hi-level primitives (``jnp.ldexp``): known ones elementwise, the others by
+    their JVP rule (conservative when nested in their own rule)."""
+    prim = eqn.params.get("_prim")
+    if not any(a.has_deps for a in ins):
+        return [unknown_like(v.aval) for v in eqn.outvars]
+    if type(prim).__name__ in _HIPRIM_ELEMENTWISE_FIRST and len(eqn.outvars) == 1:
+        x = ins[0]
+        aval = eqn.outvars[0].aval
+        if tuple(aval.shape) == x.shape:
+            return [ab.from_deps(x.shape, np.dtype(aval.dtype), x.deps, np.ones(x.size, bool))]
+    if eqn.primitive.name in interp.expanding:
+        return None
     return interp.local_pattern_by_ad(eqn, ins)

@@ -12,7 +12,7 @@ from jax import lax
 from .. import _abstract as ab
 from .. import _compat
 from .. import _intervals as iv
-from .._common import group_deps, make, out_shape_dtype, unknown_like
+from .._common import make, out_shape_dtype, unknown_like
 from .._registry import rule
 from ._shared import to_src
 
@@ -236,48 +236,68 @@ def _dot_general(interp, eqn, ins):
 
 @rule("conv_general_dilated")
 def _conv(interp, eqn, ins):
+    """Exact for every convolution, grouped and depthwise included.
+
+    ``out[n, o, s] = Σ_{ci, tap} lhs[bm(n, o), g(o)·Cg + ci, s ⊕ tap] · rhs[o, ci, tap]`` with
+    ``Cg = C / feature_group_count``, ``g(o)`` the feature group of ``o`` and ``bm`` the lhs
+    batch of output batch ``n`` in ``o``'s batch group (``batch_group_count``: lhs batch
+    ``b·N/B + n``). The lhs window positions come from ``conv_general_dilated_patches`` on
+    element ids (padding and dilation included); known zeros of either operand drop terms.
+    """
     lhs, rhs = ins
     p = _compat.conv_params(eqn.params)
     dn = p["dimension_numbers"]
-    if p["feature_group_count"] != 1 or p["batch_group_count"] != 1:
-        return None
-    lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
-    # Patches of lhs ids: for each output (n, spatial) the lhs elements its window reads.
+    G, B = p["feature_group_count"], p["batch_group_count"]
+    rhs_spec, out_spec = dn.rhs_spec, dn.out_spec
     ids = (np.arange(lhs.size, dtype=np.float64) + 1).reshape(lhs.shape)
-    n_sp = len(lhs.shape) - 2
     rhs_spatial = tuple(rhs.shape[d] for d in rhs_spec[2:])
-    lhs_c = lhs.shape[lhs_spec[1]]
     pat = lax.conv_general_dilated_patches(
         ids, rhs_spatial, p["window_strides"], p["padding"], p["lhs_dilation"],
         p["rhs_dilation"], dimension_numbers=dn, precision=lax.Precision.HIGHEST,
     )
-    pat = np.asarray(pat)
+    pat = np.moveaxis(np.asarray(pat), (out_spec[0], out_spec[1]), (0, 1))  # (N, C*T, *sp)
+    n_lhs, F = pat.shape[0], pat.shape[1]
+    S = int(np.prod(pat.shape[2:], dtype=np.int64))
+    src = to_src(pat).reshape(n_lhs, F, S)  # flat lhs index, -1 for padding
     out_shape = eqn.outvars[0].aval.shape
-    # pat has the output layout with C_in * prod(window) features in the out feature dim.
-    pat = np.moveaxis(pat, (out_spec[0], out_spec[1]), (0, 1))  # (N, F, *spatial)
-    n_batch = pat.shape[0]
-    out_idx = np.arange(int(np.prod(out_shape))).reshape(out_shape)
-    out_idx = np.moveaxis(out_idx, (out_spec[0], out_spec[1]), (0, 1))  # (N, O, *spatial)
-    n_o = out_idx.shape[1]
-    # lhs dependence: out[n, o, s] reads every patch feature of (n, s) (all o).
-    src = to_src(pat)
-    src = src.reshape(pat.shape)
-    o_rep = np.broadcast_to(out_idx[:, :, None], (n_batch, n_o, pat.shape[1]) + out_idx.shape[2:])
-    s_rep = np.broadcast_to(src[:, None], o_rep.shape)
-    ok = s_rep >= 0
-    rel_l = ab.relation(o_rep[ok], s_rep[ok], out_idx.size, lhs.size)
-    deps = [ab.apply_relation(rel_l, lhs.deps)]
+    out_idx = np.moveaxis(np.arange(int(np.prod(out_shape))).reshape(out_shape),
+                          (out_spec[0], out_spec[1]), (0, 1))
+    n_out, O = out_idx.shape[0], out_idx.shape[1]
+    out_idx = out_idx.reshape(n_out, O, S)
+    # rhs canonical (O, Cg, T): flat rhs ids and possible-nonzero mask
+    r_ids = np.transpose(np.arange(rhs.size).reshape(rhs.shape), rhs_spec).reshape(O, -1)
+    Cg = rhs.shape[rhs_spec[1]]
+    T = r_ids.shape[1] // max(Cg, 1)
+    r_ids = r_ids.reshape(O, Cg, T)
+    r_nz = rhs.nz[r_ids]
+    o = np.arange(O)
+    group = o // max(O // G, 1)  # feature group of each output channel
+    bgroup = o // max(O // B, 1)  # batch group of each output channel
+    # features f = c * T + tap for every (o, ci, tap)
+    c = group[:, None] * Cg + np.arange(Cg)[None, :]  # (O, Cg)
+    f = (c[:, :, None] * T + np.arange(T)[None, None, :])  # (O, Cg, T)
+    # lhs batch read by (n, o)
+    bm = bgroup[None, :] * (n_lhs // B) + np.arange(n_out)[:, None]  # (n_out, O)
+    # gather lhs ids: (n_out, O, Cg, T, S)
+    lhs_src = src[bm[:, :, None, None], f[None], :]
+    valid = lhs_src >= 0
+    lhs_nz = np.zeros(lhs_src.shape, bool)
+    lhs_nz[valid] = lhs.nz[lhs_src[valid]]
+    out_b = np.broadcast_to(out_idx[:, :, None, None, :], lhs_src.shape)
+    deps = []
+    if lhs.has_deps:
+        keep = valid & r_nz[None, :, :, :, None]
+        rel = ab.relation(out_b[keep], lhs_src[keep], out_idx.size, lhs.size)
+        deps.append(ab.apply_relation(rel, lhs.deps))
     if rhs.has_deps:
-        # rhs dependence: out[n, o, s] depends on kernel slice o (all in-channels, window).
-        r_idx = np.moveaxis(np.arange(rhs.size).reshape(rhs.shape), rhs_spec[0], 0)
-        r_groups = np.empty(rhs.size, np.int64)
-        r_groups[r_idx.reshape(-1)] = np.repeat(np.arange(r_idx.shape[0]), r_idx[0].size)
-        o_groups = np.empty(out_idx.size, np.int64)
-        o_groups[out_idx.reshape(-1)] = np.broadcast_to(
-            np.arange(n_o)[None, :, None], (n_batch, n_o, int(np.prod(out_idx.shape[2:])))
-        ).reshape(-1)
-        deps.append(group_deps(o_groups, r_groups, n_o, rhs.deps))
-    del lhs_c, n_sp
-    return [make(eqn, ab.union(*deps), np.ones(out_idx.size, bool))]
+        keep = valid & lhs_nz
+        r_b = np.broadcast_to(r_ids[None, :, :, :, None], lhs_src.shape)
+        rel = ab.relation(out_b[keep], r_b[keep], out_idx.size, rhs.size)
+        deps.append(ab.apply_relation(rel, rhs.deps))
+    term = valid & lhs_nz & r_nz[None, :, :, :, None]
+    nz = np.zeros(out_idx.size, bool)
+    nz[out_b[term]] = True
+    return [make(eqn, ab.union(*deps), nz)]
+
 
 
