@@ -84,7 +84,8 @@ def main():
     print("-" * len(header))
     for name, kind, f, x in cases:
         ours_fn = sa.hessian_sparsity if kind == "hess" else sa.jacobian_sparsity
-        their_fn = asdex.hessian_sparsity if kind == "hess" else asdex.jacobian_sparsity
+        their_fn = None if asdex is None else (
+            asdex.hessian_sparsity if kind == "hess" else asdex.jacobian_sparsity)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             p_ours, t_ours = timed(lambda: ours_fn(f, x), a.repeats, slow)  # noqa: B023

@@ -87,7 +87,12 @@ class Interpreter:
                 return folded
         rule = lookup(name)
         if rule is not None:
-            outs = rule(self, eqn, ins)
+            try:
+                outs = rule(self, eqn, ins)
+            except Exception as e:  # never an exception to the user: sound, with a warning
+                return self.conservative(
+                    eqn, ins, reason=f"an internal error in its rule ({type(e).__name__}: "
+                    f"{str(e)[:120]}; please report it)")
             if outs is not None:
                 return outs
         if not any(a.has_deps for a in ins) or not any(is_inexact(v.aval) for v in eqn.outvars):

@@ -176,10 +176,15 @@ def cases(bounds_list, budget: int):
     """Every assignment of values within the (finite) bounds, as offsets; ``None`` when the
     number of assignments exceeds ``budget``. Each item of ``bounds_list`` is ``(lo, hi)``
     scalars."""
-    widths = [int(h - lo) + 1 for lo, h in bounds_list]
-    n = int(np.prod(widths, dtype=np.int64)) if widths else 1
-    if n > budget:
-        return None
+    widths = []
+    n = 1
+    for lo, h in bounds_list:
+        if not (np.isfinite(float(lo)) and np.isfinite(float(h))):
+            return None
+        widths.append(int(h - lo) + 1)
+        n *= widths[-1]
+        if n > budget:
+            return None
     grids = np.meshgrid(*[np.arange(w) for w in widths], indexing="ij")
     offs = np.stack([g.reshape(-1) for g in grids], axis=1) if widths else np.zeros((1, 0))
     return [

@@ -77,13 +77,21 @@ def _custom(interp, eqn, ins):
         inner = _compat.custom_primal_jaxpr(eqn.params)
         if inner is not None:
             return interp.run_closed(inner, ins)
+    inner = _compat.custom_primal_jaxpr(eqn.params)
     if not any(a.has_deps for a in ins):
-        inner = _compat.custom_primal_jaxpr(eqn.params)
         if inner is not None:
             outs = interp.run_closed(inner, ins)
-            return [ab.AbstractArray(o.shape, o.dtype, o.nz, None, o.value) for o in outs]
+            return [ab.AbstractArray(o.shape, o.dtype, o.nz, None, o.value, o.lo, o.hi)
+                    for o in outs]
         return None
-    return interp.local_pattern_by_ad(eqn, ins)
+    outs = interp.local_pattern_by_ad(eqn, ins)
+    if inner is not None and any(not _is_float(v.aval) for v in eqn.outvars):
+        # Integer outputs (an index array returned next to the primal) carry no derivative,
+        # but their values or bounds come from the primal program.
+        primal = interp.run_closed(inner, ins)
+        outs = [p if not _is_float(v.aval) else o
+                for o, p, v in zip(outs, primal, eqn.outvars, strict=True)]
+    return outs
 
 
 _join_abstract = ab.join

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from .. import _abstract as ab
 from .. import _compat
+from .. import _intervals as iv
 from .._common import all_to_all, group_deps, make
 from .._registry import rule
 
@@ -54,13 +55,29 @@ def _fft(interp, eqn, ins):
 
 @rule("custom_linear_solve")
 def _custom_linear_solve(interp, eqn, ins):
+    """x = A⁻¹b, differentiated as JAX does: ``dx = solve(db - dA·x)``. The pattern runs the
+    ``solve`` program on ``b`` and on the ``matvec`` program's dependence on its constants
+    (the matrix), so a batched or structured solve keeps its structure; the solve's own
+    constants (factors) carry no derivative in JAX's rule."""
     n_matvec, n_vecmat, n_solve, n_tsolve = _compat.linear_solve_const_lengths(eqn.params)
     n_consts = n_matvec + n_vecmat + n_solve + n_tsolve
     matvec_consts = ins[:n_matvec]
+    solve_consts = ins[n_matvec + n_vecmat:n_matvec + n_vecmat + n_solve]
     b = ins[n_consts:]
-    # x = A⁻¹b: every x element may depend on every b element and on the matrix (matvec).
-    return all_to_all(list(matvec_consts) + list(b), [v.aval for v in eqn.outvars],
-                      interp.n_cols)
+    jaxprs = eqn.params.get("jaxprs")
+    try:
+        strip = lambda a: ab.AbstractArray(a.shape, a.dtype, a.nz, None, a.value, a.lo, a.hi)  # noqa: E731
+        fixed = [strip(c) for c in solve_consts]
+        outs = interp.run_closed(jaxprs.solve, fixed + list(b))
+        if any(c.has_deps for c in matvec_consts):
+            x0 = [ab.AbstractArray(a.shape, a.dtype, np.ones(a.size, bool)) for a in outs]
+            ax = interp.run_closed(jaxprs.matvec, list(matvec_consts) + x0)
+            via_a = interp.run_closed(jaxprs.solve, fixed + ax)
+            outs = [ab.join(o, v) for o, v in zip(outs, via_a, strict=True)]
+        return [make(eqn, o.deps, np.ones(o.size, bool), k) for k, o in enumerate(outs)]
+    except Exception:  # an unusual solve program: every x element on every b and matrix entry
+        return all_to_all(list(matvec_consts) + list(b), [v.aval for v in eqn.outvars],
+                          interp.n_cols)
 
 
 
@@ -137,10 +154,20 @@ def _cholesky(interp, eqn, ins):
     return [make(eqn, ab.mask_rows(deps, lower), lower)]
 
 
-def _column_causal(a, n_batch):
-    """V[:, j] <- A[:, :j+1] (every row: pivoting or orthogonalisation mixes rows)."""
+def _column_causal(a, n_batch, rows, cols, keep):
+    """Output entry (i, j) of a (rows × cols) factor <- column c of A (every row: pivoting or
+    orthogonalisation mixes rows) wherever ``keep(i, j, c)``."""
     m, n = a.shape[-2:]
-    return _apply([_all_along(m, n, 0), _prefix(m, n, 1)], a.deps, n_batch)
+    i, j, c = np.meshgrid(np.arange(rows), np.arange(cols), np.arange(n), indexing="ij")
+    k = keep(i, j, c)
+    rel = ab.relation((i * cols + j)[k], c[k], rows * cols, m * n)  # row 0 of A's union
+    return _apply([_all_along(m, n, 0), rel], a.deps, n_batch)
+
+
+def _leading(k, offset):
+    """Column j < k depends on columns 0..j; a wide matrix's trailing column j >= k only on
+    columns 0..i-1+offset (the reflectors / eliminations before row i) and itself."""
+    return lambda i, j, c: np.where(j < k, c <= j, (c < i + offset) | (c == j))
 
 
 @rule("lu")
@@ -151,9 +178,11 @@ def _lu(interp, eqn, ins):
     (a,) = ins
     m, n = a.shape[-2:]
     nb = a.size // max(m * n, 1)
-    deps = _column_causal(a, nb)
+    deps = _column_causal(a, nb, m, n, _leading(min(m, n), 0))
     out = [make(eqn, deps, np.ones(a.size, bool), 0)]
-    out += [make(eqn, None, None, k) for k in range(1, len(eqn.outvars))]
+    for k in range(1, len(eqn.outvars)):  # pivots / permutation: row indices in [0, m-1]
+        shape, dtype = eqn.outvars[k].aval.shape, np.dtype(eqn.outvars[k].aval.dtype)
+        out.append(iv.bounded(shape, dtype, 0, m - 1))
     return out
 
 
@@ -166,7 +195,7 @@ def _qr(interp, eqn, ins):
         return _batched_all_to_all(interp, eqn, ins)
     m, n = a.shape[-2:]
     nb = a.size // max(m * n, 1)
-    v = _column_causal(a, nb)  # (m, n) entries, every row equal
+    kk = min(m, n)
     outs = []
     for k, var in enumerate(eqn.outvars):
         shape = var.aval.shape
@@ -174,12 +203,13 @@ def _qr(interp, eqn, ins):
             outs.append(make(eqn, None, None, k))
             continue
         rows, cols = shape[-2:]
-        col_map = lambda j, n=n: np.minimum(j, n - 1)  # noqa: E731 (Q's extra columns: all)
-        deps = _apply([_resize(m, n, rows, cols, col_map)], v, nb)
-        if k == 1:  # R
+        if k == 1:  # R: upper triangular
+            deps = _column_causal(a, nb, rows, cols, _leading(kk, 1))
             upper = _triangle(rows, cols, False, nb)
             outs.append(make(eqn, ab.mask_rows(deps, upper), upper, k))
-        else:
+        else:  # Q: column j < k on columns 0..j; the completing columns on all of A
+            deps = _column_causal(a, nb, rows, cols,
+                                  lambda i, j, c: np.where(j < kk, c <= j, True))
             outs.append(make(eqn, deps, np.ones(int(np.prod(shape)), bool), k))
     return outs
 
