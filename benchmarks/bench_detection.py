@@ -49,9 +49,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--no-peer", action="store_true", help="time ours only (skip asdex)")
     add_json_argument(ap)
     a = ap.parse_args()
     try:
+        if a.no_peer:
+            raise ImportError("--no-peer")
         import asdex
     except Exception as e:  # asdex 0.5.2 does not import on JAX 0.12; report, never hide
         asdex = None
