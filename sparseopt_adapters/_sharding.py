@@ -42,9 +42,10 @@ or, where XLA fuses differently, 1 ulp (the tests check ``<= 1 ulp``).
 
 The rule ([`choose_sharding`][]), with ``D`` devices, ``c`` colours and ``n`` variables:
 
-1. ``D == 1``: nothing to split.
-2. the mesh's only axis is named ``"colors"`` ([`color_mesh`][]) or ``"variables"``
-   ([`variable_mesh`][]): that axis, as asked (variables need ``D | n``).
+1. the mesh's only axis is named ``"colors"`` ([`color_mesh`][]) or ``"variables"``
+   ([`variable_mesh`][]): that axis, as asked (variables need ``D | n``; on one device
+   the variable path is the colour-at-a-time loop, colours are nothing to split).
+2. ``D == 1``: nothing to split.
 3. ``c >= COLORS_PER_DEVICE * D`` (at least 4 products per device): colours -- the primal is
    replicated but paid once per 4+ products, no halo traffic inside the user's function,
    and the padding wastes at most a quarter of a step.
@@ -186,11 +187,9 @@ def choose_sharding(n_colors: int, n_devices: int, n: int, axis_names=()) -> str
         ('variables', 'colors', 'colors')
     """
     names = tuple(axis_names)
-    if n_devices == 1:
-        return "none"
     if names == (COLOR_AXIS,):
-        return "colors"
-    if names == (VARIABLE_AXIS,):
+        return "colors" if n_devices > 1 else "none"
+    if names == (VARIABLE_AXIS,):  # also on one device: the colour-at-a-time loop
         if n % n_devices:
             raise ValueError(
                 f"A variable mesh of {n_devices} devices needs n divisible by {n_devices}, but "
@@ -198,6 +197,8 @@ def choose_sharding(n_colors: int, n_devices: int, n: int, axis_names=()) -> str
                 "split the colours instead."
             )
         return "variables"
+    if n_devices == 1:
+        return "none"
     if n_colors >= COLORS_PER_DEVICE * n_devices:
         return "colors"
     if n % n_devices or n < MIN_VARIABLES_PER_DEVICE * n_devices:
