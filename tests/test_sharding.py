@@ -25,6 +25,7 @@ SCRIPT = textwrap.dedent(
     import jax
     import jax.numpy as jnp
     import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec
 
     jax.config.update("jax_enable_x64", True)
     import sparseopt_adapters as sa
@@ -167,7 +168,6 @@ SCRIPT = textwrap.dedent(
                                for a in shd.plan.arrays().values()
                                for s in a.addressable_shards),
             "resident_default_device": shd._static._dev is not None,
-            "bcoo_ok": rel(shd(*sargs).todense(), ref(*args).todense()),
         }
     # the rule, through a device list (axis "devices")
     big = jnp.asarray(np.cos(np.arange(4 * 2 ** 14 + 0.0)))
@@ -193,6 +193,16 @@ SCRIPT = textwrap.dedent(
     out["lagrangian"] = {"sharding": l1.hessian.sharding,
                          "ulp": ulp(l1(shard_variables(np.asarray(xb), vmesh), 1.5, lam),
                                     l0(xb, 1.5, lam))}
+    # Gauss–Newton steps from a sharded x: the matrix-free routes run SPMD, the direct route
+    # gathers for its host factorization
+    x_gn = np.zeros(NB * NB)
+    out["gn"] = {}
+    for route in ("cg", "direct"):
+        d0 = np.asarray(sa.gauss_newton_step(rb, jnp.asarray(x_gn), route=route))
+        d1 = sa.gauss_newton_step(rb, shard_variables(x_gn, vmesh), route=route)
+        out["gn"][route] = {"rel": rel(d1, d0), "split": len(d1.sharding.device_set) == 4
+                            and d1.sharding.is_equivalent_to(NamedSharding(
+                                vmesh, PartitionSpec("variables")), 1)}
     try:
         sa.sparse_jacobian(banded_r, jnp.ones(1001), mesh=vmesh)
         out["indivisible"] = "no error"
@@ -211,7 +221,7 @@ def sharded():
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
-        timeout=300,
+        timeout=900,  # about 2 minutes on an idle 2-core machine, 5+ under heavy load
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
@@ -291,7 +301,6 @@ def test_variable_axis_same_values(sharded, case):
     assert r["jit_ulp"] == r["ulp"]
     assert r["padded_head_ulp"] == r["ulp"]
     assert r["dense_rel"] <= 1e-13
-    assert r["bcoo_ok"] <= 1e-13
 
 
 @pytest.mark.parametrize("case", VCASES)
@@ -338,6 +347,14 @@ def test_variable_axis_memory_per_device(sharded):
 def test_variable_axis_lagrangian(sharded):
     assert sharded["lagrangian"]["sharding"] == "variables"
     assert sharded["lagrangian"]["ulp"] <= 1
+
+
+def test_gauss_newton_from_sharded_x(sharded):
+    # no mesh= on the solvers yet: a sharded x0 is how a GN step runs split today
+    g = sharded["gn"]
+    assert g["cg"]["split"]  # the step stays split over the mesh
+    assert g["cg"]["rel"] <= 1e-10  # reductions over four devices: other rounding
+    assert g["direct"]["rel"] == 0.0  # gathered for the host factorization: same numbers
 
 
 def test_variable_mesh_needs_divisible_n(sharded):
