@@ -52,7 +52,6 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 
 from ._errors import DenseColoringWarning
 from ._parametrization import ravel_parameters, unwrap_fixed
@@ -68,7 +67,6 @@ __all__ = [
     "normal_operator",
 ]
 
-_ROUTES = ("auto", "direct", "cg", "normal_cg", "lsmr")
 _F64 = jnp.float64
 
 
@@ -86,19 +84,51 @@ def _ravel_output(out) -> jax.Array:
         a = jnp.asarray(leaf)
         if not jnp.issubdtype(a.dtype, jnp.floating):
             raise TypeError(
-                f"The residual must return floating arrays, got a leaf of dtype {a.dtype} "
-                f"and shape {a.shape}."
+                f"The residual must return floating arrays (its Jacobian is not defined "
+                f"otherwise, as jax.grad says), got a leaf of dtype {a.dtype} and shape "
+                f"{a.shape}. Return a float array; do not round or cast to int/bool."
             )
         parts.append(jnp.ravel(a).astype(_F64))
     return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
 
 
-def _flat_residual(residual: Callable, x) -> tuple[Callable, jax.Array, Callable]:
-    """``r(v, *args)`` on the flat float64 parameter vector of ``x``."""
-    x_flat, unravel = ravel_parameters(x)
+def _to_f64(tree):
+    """Float leaves of ``tree`` promoted to float64 (the precision every step works in)."""
+    return jax.tree.map(
+        lambda a: a.astype(_F64) if eqx.is_inexact_array(a) and a.dtype != _F64 else a, tree
+    )
+
+
+def check_x64(caller: str) -> None:
+    """Raise up front when JAX float64 is off: the host factorisations work in float64."""
+    if not jax.config.jax_enable_x64:
+        raise RuntimeError(
+            f"{caller}: JAX float64 is off (jax_enable_x64=False); the Gauss–Newton solvers "
+            "work in double precision. Unset SPARSEOPT_NO_X64 or call "
+            "jax.config.update('jax_enable_x64', True) before building the solver."
+        )
+
+
+def _flat_residual(residual: Callable, x, caller: str = "sa.GaussNewton"):
+    """``r(v, *args)`` on the flat float64 parameter vector of ``x``.
+
+    The residual is evaluated on float64 parameters whatever the dtypes of ``x`` (a float32
+    ``x0`` is solved in float64 and returned in float32): convergence is judged in float64.
+    """
+    try:
+        x_flat, unravel = ravel_parameters(x)
+    except TypeError as e:
+        raise TypeError(f"{caller}: could not flatten x0: {e}") from e
+    if x_flat.size == 0:
+        raise ValueError(
+            f"{caller}: x0 has no floating-point entries to optimise (integer leaves and "
+            "sa.Fixed(...) nodes are not variables)."
+        )
+
+    _, unravel64 = ravel_parameters(_to_f64(x))  # no round trip through x0's dtypes
 
     def r_flat(v, *args):
-        return _ravel_output(residual(unwrap_fixed(unravel(v)), *args))
+        return _ravel_output(residual(unwrap_fixed(unravel64(v)), *args))
 
     return r_flat, x_flat, unravel
 
@@ -139,15 +169,6 @@ def _transpose_perm(pattern: SparsityPattern) -> tuple[np.ndarray, SparsityPatte
     return perm, SparsityPattern(pattern.cols[perm], pattern.rows[perm], pattern.shape[::-1])
 
 
-def _stack_damping_pattern(pattern: SparsityPattern) -> SparsityPattern:
-    """Pattern of ``[J; diag]`` (rows of the identity appended below ``J``)."""
-    m, n = pattern.shape
-    i = np.arange(n)
-    return SparsityPattern(
-        np.concatenate([pattern.rows, m + i]), np.concatenate([pattern.cols, i]), (m + n, n)
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # sparse direct solver (lineax)
 # ---------------------------------------------------------------------------------------
@@ -161,34 +182,15 @@ class _DirectState(eqx.Module):
     out_structure: Any = eqx.field(static=True)
 
 
-def _host_solve(values, b, *, pattern: SparsityPattern, symmetric: bool):
-    values = np.asarray(values, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+def _host_solve(values, b, *, pattern: SparsityPattern, symmetric: bool, backend: str):
+    from ._direct import lstsq
+
     m, n = pattern.shape
-    A = sp.csr_array((values, pattern.cols, _csr_indptr(pattern)), shape=(m, n))
-    try:
-        if m == n and not symmetric:
-            lu = spla.splu(A.tocsc(), permc_spec="COLAMD")
-            x = lu.solve(b)
-        elif m == n:
-            x = _spd_solve(A.tocsc(), b)
-        elif m > n:
-            x = _spd_solve((A.T @ A).tocsc(), A.T @ b)
-        else:
-            x = A.T @ _spd_solve((A @ A.T).tocsc(), b)
-    except RuntimeError:  # "Factor is exactly singular"
-        x = np.full(n, np.nan)
-    return np.asarray(x, dtype=np.float64)
-
-
-def _spd_solve(N, rhs):
-    lu = spla.splu(
-        N,
-        permc_spec="MMD_AT_PLUS_A",
-        diag_pivot_thresh=0.0,
-        options={"SymmetricMode": True},
+    A = sp.csr_array(
+        (np.asarray(values, dtype=np.float64), pattern.cols, _csr_indptr(pattern)), shape=(m, n)
     )
-    return lu.solve(rhs)
+    x = lstsq(A, np.asarray(b, dtype=np.float64), symmetric=symmetric, backend=backend)
+    return np.asarray(x, dtype=np.float64)
 
 
 class SparseDirectSolver(lx.AbstractLinearSolver):
@@ -197,20 +199,18 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
     ``init`` applies the operator once per color — ``operator.mv`` on the forward seeds and
     ``operator.transpose().mv`` on the reverse seeds of a Jacobian coloring (forward, reverse
     or bidirectional; see ``sa.color_jacobian``) — and decompresses the values of the
-    ``m × n`` matrix on the colored pattern. ``compute`` factorises on the host with scipy's
-    SuperLU (through ``jax.pure_callback``, so it works under ``jit``, ``vmap`` and ``grad``
-    on CPU) and solves:
-
-    - ``m == n``: ``A x = b`` (LU with COLAMD ordering; a symmetric-mode LU when the operator
-      is tagged symmetric),
-    - ``m > n``: the least-squares solution through the normal equations ``AᵀA x = Aᵀb``
-      (``A`` must have full column rank),
-    - ``m < n``: the minimum-norm solution ``x = Aᵀ (AAᵀ)⁻¹ b``.
+    ``m × n`` matrix on the colored pattern. ``compute`` factorises on the host (through
+    ``jax.pure_callback``, so it works under ``jit``, ``vmap`` and ``grad`` on CPU) and
+    returns the minimum-norm least-squares solution of ``A x = b`` for every shape and rank
+    (see ``sparseopt_adapters._direct.lstsq``): square systems by LU (COLAMD; a symmetric-mode
+    LU when the operator is tagged symmetric) when it is nonsingular, everything else —
+    tall, wide, rank-deficient, singular — by a regularised Gram factorisation
+    ``AᵀA + δI`` (or ``AAᵀ + δI``) with iterative refinement.
 
     The operator's input/output may be pytrees; the pattern describes it flattened
     (``jax.tree.leaves`` order, each leaf raveled row-major). The operator must be exactly
-    zero off the pattern, or the assembled values are wrong: use a detected pattern. An
-    exactly singular matrix gives ``RESULTS.singular``.
+    zero off the pattern, or the assembled values are wrong: use a detected pattern. A
+    non-finite operator or right-hand side gives ``RESULTS.singular``.
 
     Args:
         pattern: The structure of the operator as an ``m × n`` ``SparsityPattern`` (it is
@@ -218,6 +218,8 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
             ``ColoringResult`` (e.g. ``sa.sparse_jacobian(...).coloring``).
         mode: Coloring mode when ``pattern`` is a pattern: ``"auto"``, ``"forward"``,
             ``"reverse"`` or ``"bidirectional"``.
+        backend: The Gram factorisation (``sparseopt_adapters._direct.BACKENDS``; default
+            ``"auto"``, SuperLU).
 
     Example:
         >>> import jax.numpy as jnp, lineax as lx, numpy as np
@@ -233,9 +235,17 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
     """
 
     coloring: Any = eqx.field(static=True)
+    backend: str = eqx.field(static=True)
 
-    def __init__(self, pattern, mode: str = "auto"):
+    def __init__(self, pattern, mode: str = "auto", backend: str = "auto"):
         from ._coloring import ColoringResult, color_jacobian
+        from ._direct import BACKENDS
+
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"SparseDirectSolver: backend must be one of {BACKENDS}, got {backend!r}."
+            )
+        self.backend = backend
 
         if isinstance(pattern, ColoringResult):
             if pattern.mode not in ("forward", "reverse", "bidirectional"):
@@ -264,9 +274,9 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
         return self.coloring.n_colors
 
     @classmethod
-    def from_jacobian(cls, jac) -> SparseDirectSolver:
+    def from_jacobian(cls, jac, backend: str = "auto") -> SparseDirectSolver:
         """The solver for the Jacobian operator of a ``sa.sparse_jacobian`` object."""
-        return cls(jac.coloring)
+        return cls(jac.coloring, backend=backend)
 
     def init(self, operator, options):
         from ._compressed import decompress
@@ -306,7 +316,9 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
         ravel_out, _, _ = _struct_ravel(state.out_structure)
         _, unravel_in, n = _struct_ravel(state.in_structure)
         b = ravel_out(vector)
-        fn = functools.partial(_host_solve, pattern=state.pattern, symmetric=state.symmetric)
+        fn = functools.partial(
+            _host_solve, pattern=state.pattern, symmetric=state.symmetric, backend=self.backend
+        )
         x = jax.pure_callback(
             fn,
             jax.ShapeDtypeStruct((n,), _F64),
@@ -329,7 +341,7 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
         return state, options
 
     def assume_full_rank(self):
-        return True
+        return False  # the minimum-norm solution of any rank
 
 
 # ---------------------------------------------------------------------------------------
@@ -404,17 +416,14 @@ def normal_operator(
 # ---------------------------------------------------------------------------------------
 
 
-def _detect_and_color(r_flat, x_flat, args, pattern, mode):
+
+def _detect_and_color(r_flat, x_flat, args, pattern, mode, backend="auto"):
     """Detection (unless ``pattern`` is given) and coloring, through ``sa.sparse_jacobian``."""
     from ._compressed import sparse_jacobian
 
     kw = {} if pattern is None else {"pattern": pattern}
     jac = sparse_jacobian(r_flat, x_flat, *args, argnums=0, mode=mode, **kw)
-    return jac.pattern, SparseDirectSolver.from_jacobian(jac)
-
-
-_DENSE_PROBE = 0.25  # fraction of nonzeros in sampled Jacobian columns that means "dense"
-_DENSE_SIZE = 250_000  # below this many Jacobian entries, detection is cheap anyway
+    return jac.pattern, SparseDirectSolver.from_jacobian(jac, backend=backend)
 
 
 def _probe_density(r_flat, x_flat, args, k: int = 4) -> float:
@@ -435,24 +444,20 @@ def _probe_density(r_flat, x_flat, args, k: int = 4) -> float:
     return float(np.count_nonzero(np.asarray(cols_J))) / (cols.size * m)
 
 
-def _normal_nnz(pattern: SparsityPattern) -> int:
-    A = pattern.to_scipy(format="csr")
-    return int((A.T @ A).nnz)
-
-
 class GaussNewtonResult(eqx.Module):
     """What [`gauss_newton`][sparseopt_adapters.gauss_newton] returns.
 
     Attributes:
-        x: The solution, a pytree like ``x0``.
+        x: The solution, a pytree like ``x0`` (in ``x0``'s dtypes).
         energy: ``‖r(x)‖²`` at the solution.
         n_steps: Gauss–Newton steps taken.
         grad_norms: ``‖∇E‖₂ = ‖2 Jᵀ r‖₂`` at every iterate, starting with ``x0``.
         energies: ``‖r‖²`` at every iterate, starting with ``x0``.
-        success: Whether the gradient tolerance was met.
-        message: Why it stopped.
-        route: The linear-solve route used.
+        success: Whether the gradient tolerance was met at a finite energy.
+        message: Why it stopped, plus any route fallback taken on the way.
+        route: The linear-solve route in use at the end.
         wall_time: Seconds spent in ``solve`` (excluding the precompute stage).
+        fallbacks: One sentence per non-finite step that was recomputed on another route.
     """
 
     x: Any
@@ -464,6 +469,7 @@ class GaussNewtonResult(eqx.Module):
     message: str
     route: str
     wall_time: float
+    fallbacks: tuple = ()
 
     def __repr__(self):
         return (
@@ -482,23 +488,26 @@ class GaussNewton:
     [`step`][sparseopt_adapters.GaussNewton.step] is one jitted function, and
     [`solve`][sparseopt_adapters.GaussNewton.solve] iterates it with a backtracking line search.
 
-    Routes (see the module docstring): ``"direct"`` (colored sparse ``J``, SuperLU on
-    ``JᵀJ + λD``), ``"cg"`` (CG on the matrix-free ``JᵀJ + λD``), ``"normal_cg"``
-    (``lineax.Normal(CG)`` on ``J``), ``"lsmr"`` (``lineax.LSMR`` on ``J``), ``"auto"``:
-    first four JVPs sample Jacobian columns; when they are mostly nonzero (> 25 %) and
-    ``m·n > 2.5·10⁵``, ``"lsmr"`` without detection. Otherwise detect and color, then
-    ``"direct"`` when coloring pays (``n_colors ≤ max(16, n/8)``, or the compressed Jacobian
-    ``n_colors·m ≤ 2·10⁵`` is small anyway) and the normal matrix stays sparse
-    (``nnz(JᵀJ) ≤ 0.1·n²`` or ``n ≤ 2000``), else ``"lsmr"``. LSMR rather than CG on
-    ``JᵀJ``: it works on ``J`` (condition number not squared) and needed about half the
-    iterations of CG on the dense seed problem.
+    Routes (the vocabulary of ``sparseopt_adapters._policy``, shared with the optimistix
+    adapter): ``"direct"`` (colored sparse ``J``, the minimum-norm least-squares step by a
+    regularised sparse factorisation with iterative refinement: correct for rank-deficient
+    and underdetermined ``J``), ``"cg"`` (CG on the matrix-free normal equations
+    ``JᵀJ + λD``; ``"normal_cg"`` is an alias), ``"lsmr"`` (``lineax.LSMR`` on ``J``),
+    ``"auto"``: first four JVPs sample Jacobian columns; when they are mostly nonzero
+    (> 25 %) and ``m·n > 2.5·10⁵``, ``"lsmr"`` without detection. Otherwise detect and color,
+    then ``_policy.choose_route``. A step that comes out non-finite is recomputed on the
+    fallback route (``_policy.fallback_route``) and the solve carries on; the result message,
+    ``verbose`` output and a ``RouteFallbackWarning`` say so.
+
+    The residual is evaluated on float64 parameters (a float32 ``x0`` is solved in float64
+    and the result returned in float32); JAX float64 must be on.
 
     Args:
-        residual: ``residual(x, *args)`` returning an array or pytree of arrays; traceable.
+        residual: ``residual(x, *args)`` returning a float array or pytree of float arrays.
         x0: Example point (its structure and dtypes are fixed from here on).
         *args: Example extra arguments (used for detection; later calls may pass others of
             the same structure).
-        route: One of ``"auto"``, ``"direct"``, ``"cg"``, ``"normal_cg"``, ``"lsmr"``.
+        route: One of ``"auto"``, ``"direct"``, ``"cg"``, ``"lsmr"`` (``"normal_cg"``).
         pattern: The Jacobian pattern on the flat parameters, to skip detection.
         linear_rtol: Relative tolerance of the iterative linear solves.
         linear_atol: Absolute tolerance of the iterative linear solves.
@@ -506,13 +515,16 @@ class GaussNewton:
         coloring_mode: Jacobian coloring mode (see ``sa.color_jacobian``). Default:
             ``"forward"`` (JVPs, the natural choice for a linearised residual) when
             ``m ≥ n``, else ``"auto"``.
+        direct_backend: The sparse factorisation of the direct route
+            (``sparseopt_adapters._direct.BACKENDS``; default ``"auto"``).
 
     Attributes:
         route: The route chosen.
         pattern: The Jacobian pattern (``None`` when no detection ran: a matrix-free route
             chosen by the user, or by ``"auto"`` after a dense probe).
         n_colors: Colors of that pattern (``None`` without one).
-        normal_nnz: Nonzeros of ``JᵀJ`` (``None`` without a pattern).
+        normal_nnz: Nonzeros of the Gram matrix ``JᵀJ`` or ``JJᵀ`` (``None`` without a
+            pattern).
         probe_density: Nonzero fraction of the probed Jacobian columns (``"auto"`` only).
         n: Number of parameters. ``m``: number of residuals.
 
@@ -537,11 +549,17 @@ class GaussNewton:
         linear_atol: float = 1e-14,
         linear_max_steps: int | None = None,
         coloring_mode: str | None = None,
+        direct_backend: str = "auto",
     ):
-        if route not in _ROUTES:
-            raise ValueError(f"route must be one of {_ROUTES}, got {route!r}.")
+        from . import _policy
+
+        caller = "sa.GaussNewton"
+        check_x64(caller)
+        if not callable(residual):
+            raise TypeError(f"{caller}: residual must be callable, got {type(residual).__name__}.")
+        route = _policy.check_route(route, caller)
         self.residual = residual
-        r_flat, x_flat, unravel = _flat_residual(residual, x0)
+        r_flat, x_flat, unravel = _flat_residual(residual, x0, caller)
         self._r_flat = r_flat
         self._unravel = unravel
         self.n = int(x_flat.size)
@@ -551,10 +569,11 @@ class GaussNewton:
         self.normal_nnz = None
         self._direct = None
         self._direct_damped = None
+        self._direct_backend = direct_backend
         self.probe_density = None
         if route == "auto" and pattern is None:
             self.probe_density = _probe_density(r_flat, x_flat, args)
-            if self.probe_density > _DENSE_PROBE and self.m * self.n > _DENSE_SIZE:
+            if _policy.dense_by_probe(self.probe_density, self.m, self.n):
                 route = "lsmr"  # a dense Jacobian: detection and coloring cannot pay
         if route in ("auto", "direct"):
             with warnings.catch_warnings():
@@ -563,17 +582,19 @@ class GaussNewton:
                 if coloring_mode is None:
                     coloring_mode = "forward" if self.m >= self.n else "auto"
                 self.pattern, self._direct = _detect_and_color(
-                    r_flat, x_flat, args, pattern, coloring_mode
+                    r_flat, x_flat, args, pattern, coloring_mode, direct_backend
                 )
             self.n_colors = self._direct.n_colors
-            self.normal_nnz = _normal_nnz(self.pattern)
+            self.normal_nnz = _policy.gram_nnz(self.pattern)
         if route == "auto":
-            route = self._choose_route()
+            route = _policy.choose_route(
+                m=self.m, n=self.n, n_colors=self.n_colors, normal_nnz=self.normal_nnz
+            )
         self.route = route
         self._linear_rtol = linear_rtol
         self._linear_atol = linear_atol
         self._linear_max_steps = linear_max_steps
-        self._step_jit = jax.jit(self._step_impl, static_argnames=("damped",))
+        self._step_jit = jax.jit(self._step_impl, static_argnames=("damped", "route"))
         self._energy_jit = jax.jit(self._energy_impl)
         self._curvature_jit = jax.jit(self._mean_curvature_impl)
 
@@ -583,36 +604,19 @@ class GaussNewton:
             f"n_colors={self.n_colors}, nnz(JᵀJ)={self.normal_nnz})"
         )
 
-    def _choose_route(self) -> str:
-        n = self.n
-        if self.n_colors is None:
-            return "lsmr"
-        # few colors relative to n, or a Jacobian so small that assembling it is cheap
-        colors_pay = self.n_colors <= max(16, n // 8) or self.n_colors * self.m <= 200_000
-        normal_sparse = n <= 2000 or self.normal_nnz <= 0.1 * n * n
-        return "direct" if colors_pay and normal_sparse else "lsmr"
-
-    def _linear_solver(self, damped: bool):
+    def _linear_solver(self, route: str, damped: bool):
         kw = dict(rtol=self._linear_rtol, atol=self._linear_atol, max_steps=self._linear_max_steps)
-        if self.route == "cg":
-            return lx.CG(**kw)
-        if self.route == "normal_cg":
+        if route == "cg":
             return lx.Normal(lx.CG(**kw))
-        if self.route == "lsmr":
+        if route == "lsmr":
             return lx.LSMR(**kw, conlim=1e14)
         if damped:
             if self._direct_damped is None:
-                from ._coloring import coloring_from_colors
+                from ._direct import damped_coloring
 
-                c = self._direct.coloring
-                aug = _stack_damping_pattern(c.pattern)
-                if c.mode == "forward":  # identity rows below J keep the column colors valid
-                    damped_solver = SparseDirectSolver(
-                        coloring_from_colors(aug, "forward", c.column_colors)
-                    )
-                else:
-                    damped_solver = SparseDirectSolver(aug)
-                self._direct_damped = damped_solver
+                self._direct_damped = SparseDirectSolver(
+                    damped_coloring(self._direct.coloring), backend=self._direct_backend
+                )
             return self._direct_damped
         return self._direct
 
@@ -621,31 +625,19 @@ class GaussNewton:
         r = self._r_flat(x_flat, *args)
         return jnp.sum(r * r)
 
-    def _step_impl(self, x_flat, args, damping, diag, damped: bool):
+    def _step_impl(self, x_flat, args, damping, diag, damped: bool, route: str):
         r, lin = jax.linearize(lambda v: self._r_flat(v, *args), x_flat)
         struct = jax.ShapeDtypeStruct(x_flat.shape, _F64)
         J = lx.FunctionLinearOperator(lin, struct)
-        Jt = J.transpose()
-        Jtr = Jt.mv(r)
-        solver = self._linear_solver(damped)
-        if self.route == "cg":
-
-            def mv(v):
-                out = Jt.mv(J.mv(v))
-                return out + damping * diag * v if damped else out
-
-            N = lx.FunctionLinearOperator(
-                mv, struct, tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
-            )
-            sol = lx.linear_solve(N, -Jtr, solver, throw=False)
+        Jtr = J.transpose().mv(r)
+        solver = self._linear_solver(route, damped)
+        if damped:
+            sq = jnp.sqrt(damping * diag)
+            op = lx.FunctionLinearOperator(lambda v: (J.mv(v), sq * v), struct)
+            vec = (-r, jnp.zeros_like(x_flat))
         else:
-            if damped:
-                sq = jnp.sqrt(damping * diag)
-                op = lx.FunctionLinearOperator(lambda v: (J.mv(v), sq * v), struct)
-                vec = (-r, jnp.zeros_like(x_flat))
-            else:
-                op, vec = J, -r
-            sol = lx.linear_solve(op, vec, solver, throw=False)
+            op, vec = J, -r
+        sol = lx.linear_solve(op, vec, solver, throw=False)
         delta = sol.value
         # the Gauss–Newton model's prediction ‖r + Jδ‖² (one more JVP) for damping control
         model = jnp.sum((r + J.mv(delta)) ** 2)
@@ -673,10 +665,35 @@ class GaussNewton:
         info = {"energy": energy, "grad": grad, "result": result, "model": model}
         return self._unravel(delta), info
 
-    def _run_step(self, x_flat, args, damping, diag, force_damped=False):
+    def _run_step(self, x_flat, args, damping, diag, force_damped=False, route=None):
         damped = force_damped or not (isinstance(damping, (int, float)) and damping == 0.0)
         diag = jnp.ones_like(x_flat) if diag is None else jnp.asarray(diag, _F64)
-        return self._step_jit(x_flat, args, jnp.asarray(damping, _F64), diag, damped=damped)
+        return self._step_jit(
+            x_flat, args, jnp.asarray(damping, _F64), diag, damped=damped,
+            route=self.route if route is None else route,
+        )
+
+    def _finite_step(self, x_flat, args, damping, damped, route, step, where, notes, verbose):
+        """``(step, route)``: ``step`` if its ``δ`` is finite, else the step recomputed on
+        the fallback routes (``_policy``), each switch recorded in ``notes``."""
+        from . import _policy
+
+        while not _policy.finite(step[0]):
+            new = _policy.fallback_route(route)
+            msg = _policy.fallback_message(route, new, where)
+            notes.append(msg)
+            if verbose:
+                print(f"       {msg}")
+            _policy.warn_fallback(msg, stacklevel=4)
+            if new is None:
+                if damped:
+                    return step, route  # nothing left to try
+                lam = 1e-6 * max(float(self._curvature_jit(x_flat, args)), 1e-300)
+                step, damped = self._run_step(x_flat, args, lam, None, True, route), True
+                continue
+            route = new
+            step = self._run_step(x_flat, args, damping, None, damped, route)
+        return step, route
 
     def solve(
         self,
@@ -694,6 +711,7 @@ class GaussNewton:
 
         ``E = ‖r‖²``. Each step is accepted with a backtracking (Armijo) line search on ``E``
         when ``line_search`` is true. Also stops, successfully, when ``E`` reaches exactly 0.
+        Never successful at a non-finite energy or gradient.
 
         Args:
             x0: Starting point, a pytree like the example ``x0``.
@@ -701,7 +719,8 @@ class GaussNewton:
             rtol: Relative gradient tolerance.
             atol: Absolute gradient tolerance.
             max_steps: Most Gauss–Newton steps.
-            damping: Fixed Levenberg–Marquardt damping λ (``JᵀJ + λI``).
+            damping: Levenberg–Marquardt damping: a fixed ``λ ≥ 0`` (``JᵀJ + λI``) or
+                ``"adaptive"`` (Nielsen's update on the gain ratio).
             line_search: Backtrack on ``E`` (else full steps).
             throw: Raise ``RuntimeError`` when not successful.
             verbose: Print one line per step.
@@ -711,15 +730,20 @@ class GaussNewton:
         adaptive = isinstance(damping, str)
         if adaptive and damping != "adaptive":
             raise ValueError(f"damping must be a number >= 0 or 'adaptive', got {damping!r}.")
+        if not adaptive and not (damping >= 0):
+            raise ValueError(f"damping must be a number >= 0 or 'adaptive', got {damping!r}.")
         lam, nu = 0.0, 2.0
         if adaptive:
             lam = 1e-3 * float(self._curvature_jit(x_flat, args))
-        grad_norms, energies = [], []
+        grad_norms, energies, notes = [], [], []
         message = f"reached max_steps={max_steps} without meeting the gradient tolerance"
         success = False
         n_steps = 0
         gn0 = None
-        step = self._run_step(x_flat, args, lam if adaptive else damping, None, adaptive)
+        route = self.route
+        damped = adaptive or damping != 0.0
+        lam_now = lam if adaptive else damping
+        step = self._run_step(x_flat, args, lam_now, None, adaptive, route)
         while True:
             delta, energy, grad, result, model = step
             energy = float(energy)
@@ -730,18 +754,28 @@ class GaussNewton:
             if verbose:
                 lam_s = f"  lambda={lam:.2e}" if adaptive else ""
                 print(f"GN {n_steps:3d}  E={energy:.6e}  |grad|={gnorm:.3e}{lam_s}")
+            if not (np.isfinite(energy) and np.isfinite(gnorm)):
+                what = "energy" if not np.isfinite(energy) else "gradient"
+                where = "at x0" if n_steps == 0 else f"after {n_steps} steps"
+                message = (
+                    f"the residual's {what} is not finite {where} (E={energy}, "
+                    f"|grad|={gnorm}): check the residual's domain and the starting point"
+                )
+                break
             if gnorm <= atol + rtol * gn0 or energy == 0.0:
                 success, message = True, "gradient tolerance met"
                 break
             if n_steps >= max_steps:
                 break
-            if not np.isfinite(energy):
-                message = "the residual is not finite"
-                break
+            where = f"at step {n_steps}"
             if adaptive:
                 # Levenberg–Marquardt with Nielsen's damping update on the gain ratio
                 for _ in range(60):
-                    if bool(jnp.all(jnp.isfinite(delta))):
+                    step, route = self._finite_step(
+                        x_flat, args, lam, True, route, step, where, notes, verbose
+                    )
+                    delta, _, _, result, model = step
+                    if _policy_finite(delta):
                         x_new = x_flat + delta
                         e_new = float(self._energy_jit(x_new, args))
                         pred = energy - float(model)
@@ -753,16 +787,20 @@ class GaussNewton:
                         nu = 2.0
                         break
                     lam, nu = lam * nu, 2.0 * nu
-                    delta, _, _, result, model = self._run_step(x_flat, args, lam, None, True)
+                    step = self._run_step(x_flat, args, lam, None, True, route)
                 else:
                     message = "Levenberg–Marquardt could not decrease the energy"
                     break
                 x_flat = x_new
                 n_steps += 1
-                step = self._run_step(x_flat, args, lam, None, True)
+                step = self._run_step(x_flat, args, lam, None, True, route)
                 continue
-            if not bool(jnp.all(jnp.isfinite(delta))):
-                message = f"linear solve failed ({self.route}): {lx.RESULTS[result]}"
+            step, route = self._finite_step(
+                x_flat, args, damping, damped, route, step, where, notes, verbose
+            )
+            delta, _, _, result, _ = step
+            if not _policy_finite(delta):
+                message = f"linear solve failed ({route}): {lx.RESULTS[result]}"
                 break
             alpha, slope = 1.0, float(jnp.dot(grad, delta))
             x_new = x_flat + delta
@@ -783,7 +821,9 @@ class GaussNewton:
                 print(f"       step length {alpha:.3g}")
             x_flat = x_new
             n_steps += 1
-            step = self._run_step(x_flat, args, damping, None)
+            step = self._run_step(x_flat, args, damping, None, False, route)
+        if notes:
+            message = f"{message} ({'; '.join(notes)})"
         res = GaussNewtonResult(
             x=self._unravel(x_flat),
             energy=energies[-1],
@@ -792,26 +832,32 @@ class GaussNewton:
             energies=np.asarray(energies),
             success=success,
             message=message,
-            route=self.route,
+            route=route,
             wall_time=time.perf_counter() - t0,
+            fallbacks=tuple(notes),
         )
         if throw and not success:
             raise RuntimeError(f"Gauss–Newton did not converge: {message}. {res!r}")
         return res
 
 
+def _policy_finite(x) -> bool:
+    from ._policy import finite
+
+    return finite(x)
+
+
 def gauss_newton_step(residual: Callable, x, *args, route: str = "auto", damping=0.0, **kwargs):
     """One Gauss–Newton step ``δ`` solving ``(JᵀJ + λI) δ = −Jᵀr`` at ``x``.
 
-    A convenience around [`GaussNewton`][sparseopt_adapters.GaussNewton]: it redoes the
-    precompute stage (detection, coloring) on every call; build a ``GaussNewton`` once to
-    take many steps.
+    A convenience around [`GaussNewton`][sparseopt_adapters.GaussNewton]; the precompute
+    stage (detection, coloring) is cached like [`gauss_newton`][sparseopt_adapters.gauss_newton]'s.
 
     Args:
         residual: ``residual(x, *args)``, pytrees in and out.
         x: The point.
         *args: Extra arguments for ``residual``.
-        route: ``"auto"``, ``"direct"``, ``"cg"``, ``"normal_cg"`` or ``"lsmr"``.
+        route: ``"auto"``, ``"direct"``, ``"cg"`` or ``"lsmr"`` (``"normal_cg"``).
         damping: λ ≥ 0.
         **kwargs: Passed to ``GaussNewton`` (``pattern``, ``linear_rtol``, ...).
 
@@ -823,9 +869,30 @@ def gauss_newton_step(residual: Callable, x, *args, route: str = "auto", damping
         >>> sa.gauss_newton_step(lambda x: 2.0 * x - 1.0, jnp.zeros(3), route="cg")
         Array([0.5, 0.5, 0.5], dtype=float64)
     """
-    gn = GaussNewton(residual, x, *args, route=route, **kwargs)
+    gn = _cached_gauss_newton(residual, x, args, route, kwargs)
     delta, info = gn.step(x, *args, damping=damping)
     return delta
+
+
+def _cached_gauss_newton(residual, x0, args, route, kwargs) -> GaussNewton:
+    """The ``GaussNewton`` precompute of an earlier call with the same residual object, the
+    same structure/shapes/dtypes of ``x0`` and ``args`` (integer data by value) and the same
+    options; else a new one (``sa.cache_info()`` counts; ``sa.set_cache_size(0)`` opts out)."""
+    from ._cache import cached, structure_key
+
+    check_x64("sa.gauss_newton")
+    try:
+        opts = tuple(sorted(kwargs.items()))
+        hash(opts)
+    except TypeError:
+        return GaussNewton(residual, x0, *args, route=route, **kwargs)
+    key = (structure_key(x0), structure_key(args), route, opts)
+    return cached(
+        "gauss_newton",
+        (residual,),
+        key,
+        lambda: GaussNewton(residual, x0, *args, route=route, **kwargs),
+    )
 
 
 def gauss_newton(
@@ -844,15 +911,20 @@ def gauss_newton(
 ) -> GaussNewtonResult:
     """Minimise ``‖residual(x, *args)‖²`` by Gauss–Newton; see ``GaussNewton.solve``.
 
+    Setup is paid once: a later call with the same ``residual`` object, the same structure,
+    shapes and dtypes of ``x0`` and ``args`` (integer arrays by value) and the same options
+    reuses the detection, coloring and compiled step (the setup cache, ``sa.cache_info()``;
+    ``sa.set_cache_size(0)`` turns it off).
+
     Args:
-        residual: ``residual(x, *args)`` returning an array or pytree of arrays.
+        residual: ``residual(x, *args)`` returning a float array or pytree of float arrays.
         x0: Starting point: a pytree of arrays, ``PatternMatrix`` and ``Fixed`` leaves.
         *args: Extra arguments for ``residual``.
-        route: ``"auto"``, ``"direct"``, ``"cg"``, ``"normal_cg"`` or ``"lsmr"``.
+        route: ``"auto"``, ``"direct"``, ``"cg"`` or ``"lsmr"`` (``"normal_cg"``).
         rtol: Stop when ``‖∇E‖ ≤ atol + rtol·‖∇E(x0)‖``.
         atol: See ``rtol``.
         max_steps: Most steps.
-        damping: Fixed Levenberg–Marquardt damping λ.
+        damping: Levenberg–Marquardt damping: a fixed λ or ``"adaptive"``.
         line_search: Backtracking line search on the energy.
         throw: Raise ``RuntimeError`` when not successful.
         verbose: Print one line per step.
@@ -869,7 +941,7 @@ def gauss_newton(
         >>> res.success, res.x.values
         (True, Array([1., 2., 3.], dtype=float64))
     """
-    gn = GaussNewton(residual, x0, *args, route=route, **kwargs)
+    gn = _cached_gauss_newton(residual, x0, args, route, kwargs)
     return gn.solve(
         x0,
         *args,

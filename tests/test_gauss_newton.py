@@ -200,6 +200,15 @@ def test_sparse_direct_solver_symmetric_pytree_and_singular(rng):
         sa.SparseDirectSolver(sa.SparsityPattern.identity(3)),
         throw=False,
     )
+    # singular: the minimum-norm least-squares solution, not NaN (issue 13)
+    assert sol.result == lx.RESULTS.successful
+    np.testing.assert_allclose(sol.value, [1.0, 0.0, 0.5], rtol=1e-12, atol=1e-14)
+    sol = lx.linear_solve(  # a non-finite operator is what "singular" now reports
+        lx.MatrixLinearOperator(jnp.asarray(np.diag([1.0, np.inf, 2.0]))),
+        jnp.ones(3),
+        sa.SparseDirectSolver(sa.SparsityPattern.identity(3)),
+        throw=False,
+    )
     assert sol.result == lx.RESULTS.singular
     with pytest.raises(ValueError, match="needs a Jacobian coloring"):
         sa.SparseDirectSolver(color_hessian(sa.SparsityPattern.from_scipy(T)))

@@ -1,25 +1,31 @@
 """Gauss–Newton, Levenberg–Marquardt and Dogleg on colored sparse Jacobians.
 
 Each solver is an ``optx.AbstractLeastSquaresSolver`` that, in ``init``, finds the Jacobian
-pattern of ``fn`` (host side, once per trace), colors it and picks a linear-solve route. It then
-delegates every ``step`` to optimistix's own ``GaussNewton`` / ``LevenbergMarquardt`` /
-``Dogleg`` with that route's lineax solver: the search, descent, termination and verbose
-logging are optimistix's, unchanged. The routes:
+pattern of ``fn`` (host side, once per trace; reused across traces through the setup cache),
+colors it and picks a linear-solve route. It then delegates every ``step`` to optimistix's own
+``GaussNewton`` / ``LevenbergMarquardt`` / ``Dogleg`` with that route's lineax solver: the
+search, descent, termination and verbose logging are optimistix's, unchanged. Route names, the
+``"auto"`` rule and the fallback are those of ``sparseopt_adapters._policy`` (shared with
+``sa.GaussNewton``):
 
 - ``"direct"``: the Jacobian operator optimistix linearises is assembled from one product per
-  color and factorised by SuperLU ([`sparseopt_adapters.SparseDirectSolver`][]).
-- ``"cg"``: ``lineax.Normal(lineax.CG)``, conjugate gradients on ``JᵀJ (+ λI)`` (one JVP and
-  one VJP per iteration, nothing assembled): the route for dense or badly colorable Jacobians.
-- ``"lsmr"``: ``lineax.LSMR`` on ``J``.
-- ``"auto"``: ``"direct"`` when coloring pays (``n_colors ≤ max(16, n/8)``) and ``JᵀJ`` stays
-  sparse (``n ≤ 2000`` or ``nnz(JᵀJ) ≤ 0.1 n²``), else ``"cg"`` (the rule of
-  [`sparseopt_adapters.GaussNewton`][]). A Jacobian pattern denser than 25 % (with more than 16
-  columns) goes to ``"cg"`` without being colored.
+  color and the minimum-norm least-squares step is computed by a sparse factorisation
+  ([`sparseopt_adapters.SparseDirectSolver`][]): correct for rank-deficient and
+  underdetermined ``J``.
+- ``"cg"``: ``lineax.Normal(lineax.CG)``, conjugate gradients on ``JᵀJ (+ λI)``, matrix-free.
+- ``"lsmr"``: ``lineax.LSMR`` on ``J``, matrix-free.
+- ``"auto"``: ``_policy.choose_route`` on the detected pattern; a pattern denser than 25 %
+  (with more than 16 columns) goes to ``"lsmr"`` without being colored.
+
+A ``"direct"`` or ``"cg"`` step that comes out non-finite is recomputed by LSMR inside the same
+solve (``_policy.fallback_route``); a ``RouteFallbackWarning`` (and, with ``verbose``, a
+printed line) says so — an ``optx.Solution`` has no message of its own.
 """
 
 from __future__ import annotations
 
 import abc
+import hashlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -28,18 +34,20 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 import optimistix as optx
 from jaxtyping import PyTree, Scalar
 
+from .. import _policy
+from .._cache import cached
 from .._coloring import ColoringResult, color_jacobian
+from .._direct import damped_coloring
 from .._errors import DenseColoringWarning
-from .._gauss_newton import SparseDirectSolver
+from .._gauss_newton import SparseDirectSolver, check_x64
 from .._pattern import SparsityPattern
-from ._detect import flat_size, fn_pattern, structure_of
-from ._linear import damped_coloring
+from ._detect import flat_size, fn_pattern, recover_concrete_consts, split_known, structure_of
 
-_ROUTES = ("auto", "direct", "cg", "lsmr")
-_DENSE_FRACTION = 0.25  # "auto" goes matrix-free without coloring above this density
+_ROUTES = _policy.ROUTES
 
 
 class Plan(eqx.Module):
@@ -73,35 +81,131 @@ class _State(eqx.Module):
     plan: Plan = eqx.field(static=True)
 
 
-def sparse_enough(pattern: SparsityPattern) -> bool:
-    """Whether the direct route can pay before coloring: not dense, and ``JᵀJ`` sparse."""
-    m, n = pattern.shape
-    if n > 16 and pattern.nnz > _DENSE_FRACTION * m * n:
+def _leaf_digest(x) -> Any:
+    if isinstance(x, jax.core.Tracer):
+        return ("traced", tuple(x.shape), str(x.dtype))
+    a = np.ascontiguousarray(np.asarray(x))
+    return (a.shape, str(a.dtype), hashlib.blake2b(a.tobytes(), digest_size=16).hexdigest())
+
+
+def _plan_key(fn, y, args) -> Any:
+    """A hashable key for the pattern of ``fn`` at ``y``'s structure: the program of ``fn``
+    (its jaxpr as text) and the values of every concrete constant it reads (float data too:
+    the zeros of a selection matrix decide the pattern); traced values by shape and dtype.
+
+    ``init`` sees a new closure-converted ``fn`` on every trace, so the function object
+    cannot be the key; the program it runs can."""
+    fn = recover_concrete_consts(fn)
+    rebuild, unknown = split_known((fn, args))
+
+    def g(yy, unknowns):
+        f, a = rebuild(unknowns)
+        return f(yy, a)[0]
+
+    with jax.ensure_compile_time_eval():
+        closed = jax.make_jaxpr(g)(structure_of(y), unknown)
+    return (
+        str(closed.jaxpr),
+        tuple(_leaf_digest(c) for c in closed.consts),
+        jax.tree.structure(structure_of(y)),
+        tuple((tuple(s.shape), str(s.dtype)) for s in jax.tree.leaves(structure_of(y))),
+    )
+
+
+class _WithFallback(lx.AbstractLinearSolver):
+    """``primary``, and where its solution is not finite, ``fallback`` (inside the trace)."""
+
+    primary: lx.AbstractLinearSolver
+    fallback: lx.AbstractLinearSolver
+    message: str = eqx.field(static=True)
+    verbose: bool = eqx.field(static=True)
+
+    def init(self, operator, options):
+        return self.primary.init(operator, options), self.fallback.init(operator, options)
+
+    def compute(self, state, vector, options):
+        pstate, fstate = state
+        x, result, _ = self.primary.compute(pstate, vector, options)
+        ok = jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree.leaves(x)]))
+
+        def keep():
+            return x, result
+
+        def fall_back():
+            jax.debug.callback(self._announce)
+            x2, result2, _ = self.fallback.compute(fstate, vector, options)
+            return x2, result2
+
+        x, result = jax.lax.cond(ok, keep, fall_back)
+        return x, result, {}
+
+    def _announce(self):
+        if self.verbose:
+            print(self.message)
+        _policy.warn_fallback(self.message, stacklevel=2)
+
+    def transpose(self, state, options):
+        pstate, fstate = state
+        pt, options = self.primary.transpose(pstate, options)
+        ft, _ = self.fallback.transpose(fstate, options)
+        return (pt, ft), options
+
+    def conj(self, state, options):
+        pstate, fstate = state
+        pc, options = self.primary.conj(pstate, options)
+        fc, _ = self.fallback.conj(fstate, options)
+        return (pc, fc), options
+
+    def assume_full_rank(self):
         return False
-    if n <= 2000:
-        return True
-    A = pattern.to_scipy(format="csr")
-    return (A.T @ A).nnz <= 0.1 * n * n
-
-
-def colors_pay(n: int, n_colors: int) -> bool:
-    """The rule of [`sparseopt_adapters.GaussNewton`][]: ``n_colors ≤ max(16, n/8)``."""
-    return n_colors <= max(16, n // 8)
 
 
 class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
-    """Shared machinery: plan in ``init`` (detect, color, route), delegate to optimistix."""
+    """Shared machinery (fields, constructor, planning, delegation); subclasses only say
+    whether their steps are damped and which optimistix solver takes them."""
 
-    rtol: eqx.AbstractVar[float]
-    atol: eqx.AbstractVar[float]
-    norm: eqx.AbstractVar[Callable[[PyTree], Scalar]]
-    route: eqx.AbstractVar[str]
-    pattern: eqx.AbstractVar[SparsityPattern | None]
-    linear_solver: eqx.AbstractVar[lx.AbstractLinearSolver | None]
-    linear_rtol: eqx.AbstractVar[float]
-    linear_atol: eqx.AbstractVar[float]
-    linear_max_steps: eqx.AbstractVar[int | None]
-    verbose: eqx.AbstractVar[bool | Callable[..., None]]
+    rtol: float
+    atol: float
+    norm: Callable[[PyTree], Scalar]
+    route: str = eqx.field(static=True)
+    pattern: SparsityPattern | None = eqx.field(static=True)
+    linear_solver: lx.AbstractLinearSolver | None
+    linear_rtol: float
+    linear_atol: float
+    linear_max_steps: int | None
+    verbose: bool | Callable[..., None]
+
+    def __init__(
+        self,
+        rtol: float,
+        atol: float,
+        norm: Callable[[PyTree], Scalar] = optx.max_norm,
+        *,
+        route: str = "auto",
+        pattern: SparsityPattern | None = None,
+        linear_solver: lx.AbstractLinearSolver | None = None,
+        linear_rtol: float = 1e-10,
+        linear_atol: float = 1e-14,
+        linear_max_steps: int | None = None,
+        verbose: bool | Callable[..., None] = False,
+    ):
+        name = type(self).__name__
+        route = _policy.check_route(route, name)
+        if linear_solver is not None and not isinstance(linear_solver, lx.AbstractLinearSolver):
+            raise TypeError(
+                f"{name}: linear_solver must be a lineax solver (e.g. lx.LSMR(rtol, atol)), got "
+                f"{type(linear_solver).__name__}."
+            )
+        if pattern is not None and not isinstance(pattern, SparsityPattern):
+            raise TypeError(
+                f"{name}: pattern must be a sa.SparsityPattern of the Jacobian (e.g. from "
+                f"sa.jacobian_sparsity(fn, y0, args)), got {type(pattern).__name__}."
+            )
+        self.rtol, self.atol, self.norm = rtol, atol, norm
+        self.route, self.pattern, self.linear_solver = route, pattern, linear_solver
+        self.linear_rtol, self.linear_atol = linear_rtol, linear_atol
+        self.linear_max_steps = linear_max_steps
+        self.verbose = verbose
 
     @abc.abstractmethod
     def _damped(self) -> bool:
@@ -111,46 +215,68 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
     def _inner(self, linear_solver: lx.AbstractLinearSolver) -> optx.AbstractLeastSquaresSolver:
         """The optimistix solver that takes the steps."""
 
-    # -- planning (host side, once per trace) -------------------------------------------
+    # -- planning (host side, once per trace; cached across traces) ----------------------
     def _make_plan(self, fn, y, args, f_struct) -> Plan:
         if self.linear_solver is not None:
             return Plan("custom", None, None)
         if self.route in ("cg", "lsmr"):
             return Plan(self.route, None, None)
         m, n = flat_size(f_struct), flat_size(structure_of(y))
-        pattern = self.pattern
-        if pattern is None:
-            pattern = fn_pattern(fn, y, args)
-        elif pattern.shape != (m, n):
+        if self.pattern is not None and self.pattern.shape != (m, n):
             raise ValueError(
-                f"{type(self).__name__}: pattern has shape {pattern.shape}, but fn maps {n} "
-                f"parameters to {m} residuals, so its Jacobian is {m}×{n} (y and the "
+                f"{type(self).__name__}: pattern has shape {self.pattern.shape}, but fn maps "
+                f"{n} parameters to {m} residuals, so its Jacobian is {m}×{n} (y and the "
                 "residual flattened in jax.tree.leaves order). Detect it with "
                 "sa.jacobian_sparsity(fn, y0, args), or leave pattern=None."
             )
-        if self.route == "auto" and not sparse_enough(pattern):
-            return Plan("cg", None, None)  # no coloring can pay: skip computing one
+        try:
+            key = (_plan_key(fn, y, args), self.route, self.pattern, self._damped(), m)
+            hash(key)
+        except Exception:  # noqa: BLE001 - an unkeyable fn is planned afresh, never wrongly
+            return self._build_plan(fn, y, args, m, n)
+        return cached("optimistix_plan", (), key, lambda: self._build_plan(fn, y, args, m, n))
+
+    def _build_plan(self, fn, y, args, m, n) -> Plan:
+        pattern = self.pattern
+        if pattern is None:
+            pattern = fn_pattern(fn, y, args)
+        if self.route == "auto" and _policy.dense_pattern(pattern.nnz, m, n):
+            return Plan("lsmr", None, None)  # no coloring can pay: skip computing one
         with warnings.catch_warnings():
             if self.route == "auto":  # a dense coloring is what "auto" is there to catch
                 warnings.simplefilter("ignore", DenseColoringWarning)
-            coloring = color_jacobian(pattern)
+            coloring = color_jacobian(pattern, mode="forward" if m >= n else "auto")
         route = self.route
         if route == "auto":
-            route = "direct" if colors_pay(n, coloring.n_colors) else "cg"
+            route = _policy.choose_route(
+                m=m, n=n, n_colors=coloring.n_colors, normal_nnz=_policy.gram_nnz(pattern)
+            )
         if route != "direct":
             return Plan(route, coloring, None)
         damped = damped_coloring(coloring) if self._damped() else None
         return Plan("direct", coloring, damped)
 
-    def _linear_solver(self, plan: Plan) -> lx.AbstractLinearSolver:
+    def _route_solver(self, route: str, plan: Plan) -> lx.AbstractLinearSolver:
         kw = dict(rtol=self.linear_rtol, atol=self.linear_atol, max_steps=self.linear_max_steps)
-        if plan.route == "custom":
+        if route == "custom":
             return self.linear_solver
-        if plan.route == "cg":
+        if route == "cg":
             return lx.Normal(lx.CG(**kw))
-        if plan.route == "lsmr":
+        if route == "lsmr":
             return lx.LSMR(**kw, conlim=1e14)
         return SparseDirectSolver(plan.damped if self._damped() else plan.coloring)
+
+    def _linear_solver(self, plan: Plan) -> lx.AbstractLinearSolver:
+        primary = self._route_solver(plan.route, plan)
+        new = _policy.fallback_route(plan.route)
+        if plan.route == "custom" or new is None:
+            return primary
+        message = (
+            f"{type(self).__name__}: "
+            + _policy.fallback_message(plan.route, new, "in a step")
+            + " and carried on"
+        )
+        return _WithFallback(primary, self._route_solver(new, plan), message, self.verbose is True)
 
     def plan(self, fn: Callable, y0, args: PyTree = None, *, has_aux: bool = False) -> Plan:
         """The pattern, coloring and route this solver would use on ``fn`` at ``y0``.
@@ -173,6 +299,7 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
 
     # -- the optimistix solver interface -------------------------------------------------
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        check_x64(f"sa_optx.{type(self).__name__}")
         plan = self._make_plan(fn, y, args, f_struct)
         inner = self._inner(self._linear_solver(plan))
         return _State(inner.init(fn, y, args, options, f_struct, aux_struct, tags), plan)
@@ -189,23 +316,6 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         inner = self._inner(self._linear_solver(state.plan))
         return inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
-
-
-def _check_common(name, route, linear_solver, pattern):
-    if route not in _ROUTES:
-        raise ValueError(f"{name}: route must be one of {_ROUTES}, got {route!r}.")
-    if linear_solver is not None and not isinstance(linear_solver, lx.AbstractLinearSolver):
-        raise TypeError(
-            f"{name}: linear_solver must be a lineax solver (e.g. lx.LSMR(rtol, atol)), got "
-            f"{type(linear_solver).__name__}."
-        )
-    if pattern is not None and not isinstance(pattern, SparsityPattern):
-        raise TypeError(
-            f"{name}: pattern must be a sa.SparsityPattern of the Jacobian (e.g. from "
-            f"sa.jacobian_sparsity(fn, y0, args)), got {type(pattern).__name__}."
-        )
-
-
 
 
 class GaussNewton(_AbstractSparseLeastSquares):
@@ -244,38 +354,6 @@ class GaussNewton(_AbstractSparseLeastSquares):
         >>> sol.value
         Array([1., 1., 1., 1., 1., 1.], dtype=float64)
     """
-
-    rtol: float
-    atol: float
-    norm: Callable[[PyTree], Scalar]
-    route: str = eqx.field(static=True)
-    pattern: SparsityPattern | None = eqx.field(static=True)
-    linear_solver: lx.AbstractLinearSolver | None
-    linear_rtol: float
-    linear_atol: float
-    linear_max_steps: int | None
-    verbose: bool | Callable[..., None]
-
-    def __init__(
-        self,
-        rtol: float,
-        atol: float,
-        norm: Callable[[PyTree], Scalar] = optx.max_norm,
-        *,
-        route: str = "auto",
-        pattern: SparsityPattern | None = None,
-        linear_solver: lx.AbstractLinearSolver | None = None,
-        linear_rtol: float = 1e-10,
-        linear_atol: float = 1e-14,
-        linear_max_steps: int | None = None,
-        verbose: bool | Callable[..., None] = False,
-    ):
-        _check_common("GaussNewton", route, linear_solver, pattern)
-        self.rtol, self.atol, self.norm = rtol, atol, norm
-        self.route, self.pattern, self.linear_solver = route, pattern, linear_solver
-        self.linear_rtol, self.linear_atol = linear_rtol, linear_atol
-        self.linear_max_steps = linear_max_steps
-        self.verbose = verbose
 
     def _damped(self) -> bool:
         return False
@@ -320,38 +398,6 @@ class LevenbergMarquardt(_AbstractSparseLeastSquares):
         (2.0, -1.5)
     """
 
-    rtol: float
-    atol: float
-    norm: Callable[[PyTree], Scalar]
-    route: str = eqx.field(static=True)
-    pattern: SparsityPattern | None = eqx.field(static=True)
-    linear_solver: lx.AbstractLinearSolver | None
-    linear_rtol: float
-    linear_atol: float
-    linear_max_steps: int | None
-    verbose: bool | Callable[..., None]
-
-    def __init__(
-        self,
-        rtol: float,
-        atol: float,
-        norm: Callable[[PyTree], Scalar] = optx.max_norm,
-        *,
-        route: str = "auto",
-        pattern: SparsityPattern | None = None,
-        linear_solver: lx.AbstractLinearSolver | None = None,
-        linear_rtol: float = 1e-10,
-        linear_atol: float = 1e-14,
-        linear_max_steps: int | None = None,
-        verbose: bool | Callable[..., None] = False,
-    ):
-        _check_common("LevenbergMarquardt", route, linear_solver, pattern)
-        self.rtol, self.atol, self.norm = rtol, atol, norm
-        self.route, self.pattern, self.linear_solver = route, pattern, linear_solver
-        self.linear_rtol, self.linear_atol = linear_rtol, linear_atol
-        self.linear_max_steps = linear_max_steps
-        self.verbose = verbose
-
     def _damped(self) -> bool:
         return True
 
@@ -387,38 +433,6 @@ class Dogleg(_AbstractSparseLeastSquares):
         >>> sol.value
         Array([  2.,   4.,  16., 256.], dtype=float64)
     """
-
-    rtol: float
-    atol: float
-    norm: Callable[[PyTree], Scalar]
-    route: str = eqx.field(static=True)
-    pattern: SparsityPattern | None = eqx.field(static=True)
-    linear_solver: lx.AbstractLinearSolver | None
-    linear_rtol: float
-    linear_atol: float
-    linear_max_steps: int | None
-    verbose: bool | Callable[..., None]
-
-    def __init__(
-        self,
-        rtol: float,
-        atol: float,
-        norm: Callable[[PyTree], Scalar] = optx.max_norm,
-        *,
-        route: str = "auto",
-        pattern: SparsityPattern | None = None,
-        linear_solver: lx.AbstractLinearSolver | None = None,
-        linear_rtol: float = 1e-10,
-        linear_atol: float = 1e-14,
-        linear_max_steps: int | None = None,
-        verbose: bool | Callable[..., None] = False,
-    ):
-        _check_common("Dogleg", route, linear_solver, pattern)
-        self.rtol, self.atol, self.norm = rtol, atol, norm
-        self.route, self.pattern, self.linear_solver = route, pattern, linear_solver
-        self.linear_rtol, self.linear_atol = linear_rtol, linear_atol
-        self.linear_max_steps = linear_max_steps
-        self.verbose = verbose
 
     def _damped(self) -> bool:
         return False

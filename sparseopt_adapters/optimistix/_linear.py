@@ -6,36 +6,15 @@ from typing import Any
 
 import equinox as eqx
 import lineax as lx
-import numpy as np
 
-from .._coloring import ColoringResult, color_jacobian, coloring_from_colors
+from .._coloring import ColoringResult, color_jacobian
+from .._direct import damped_coloring as damped_coloring  # the one shared implementation
+from .._direct import stack_identity as stack_identity
 from .._gauss_newton import SparseDirectSolver
 from .._pattern import SparsityPattern
 from ._detect import flat_size, operator_pattern
 
 _JACOBIAN_MODES = ("auto", "forward", "reverse", "bidirectional")
-
-
-def stack_identity(pattern: SparsityPattern) -> SparsityPattern:
-    """Pattern of ``[J; I]``: the rows of the ``n × n`` identity appended below ``J``."""
-    m, n = pattern.shape
-    i = np.arange(n)
-    return SparsityPattern(
-        np.concatenate([pattern.rows, m + i]), np.concatenate([pattern.cols, i]), (m + n, n)
-    )
-
-
-def damped_coloring(coloring: ColoringResult) -> ColoringResult:
-    """A coloring of ``[J; I]`` (the operator of a Levenberg–Marquardt step) from one of
-    ``J``: forward colors stay valid (identity rows touch one column each)."""
-    aug = stack_identity(coloring.pattern)
-    if coloring.mode == "forward":
-        colors = np.array(coloring.column_colors)
-        # columns of J that are empty (color -1) now hold one identity entry each, in distinct
-        # rows: one extra color serves them all
-        colors[colors < 0] = coloring.n_forward
-        return coloring_from_colors(aug, "forward", colors)
-    return color_jacobian(aug, mode="auto", warn=False)
 
 
 class _SparseDirectState(eqx.Module):
@@ -44,17 +23,18 @@ class _SparseDirectState(eqx.Module):
 
 
 class SparseDirect(lx.AbstractLinearSolver):
-    """Sparse direct lineax solver: colored assembly of the operator, then SuperLU.
+    """Sparse direct lineax solver: colored assembly of the operator, then a sparse
+    factorisation (the minimum-norm least-squares solution, any shape or rank).
 
     A drop-in ``linear_solver=`` for optimistix's own solvers
     (``optx.GaussNewton``, ``optx.LevenbergMarquardt``, ``optx.Dogleg``, ``optx.Newton``,
     ``optx.Chord``) and for ``lineax.linear_solve``. ``init`` finds the operator's sparsity
     pattern (once per trace: detection runs on ``operator.mv``, unless ``pattern`` is given),
     colors it, applies the operator once per color, and decompresses the matrix values;
-    ``compute`` factorises with scipy's SuperLU on the host (``jax.pure_callback``, so it works
-    under ``jit``). Square operators get an LU solve; tall ones the least-squares solution (normal
-    equations, full column rank needed); wide ones the minimum-norm solution. An exactly singular
-    matrix reports ``RESULTS.singular``. See
+    ``compute`` factorises on the host (``jax.pure_callback``, so it works under ``jit``).
+    Nonsingular square operators get an LU solve; all others (tall, wide, rank-deficient,
+    singular) the minimum-norm least-squares solution. A non-finite matrix reports
+    ``RESULTS.singular``. See
     [`sparseopt_adapters.SparseDirectSolver`][] for the factorisation details.
 
     Detection inside optimistix's traces sees a closure-converted ``fn`` whose constants are
@@ -147,4 +127,4 @@ class SparseDirect(lx.AbstractLinearSolver):
         return _SparseDirectState(state.solver, inner), options
 
     def assume_full_rank(self) -> bool:
-        return True
+        return False

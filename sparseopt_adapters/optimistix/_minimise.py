@@ -33,6 +33,7 @@ from optimistix._misc import default_verbose
 from .._coloring import ColoringResult, color_hessian
 from .._compressed import decompress
 from .._errors import DenseColoringWarning
+from .._gauss_newton import check_x64
 from .._pattern import SparsityPattern
 from ._detect import flat_size, fn_pattern, struct_ravel, structure_of
 from ._operator import SparseMatrixOperator
@@ -287,6 +288,7 @@ class Newton(optx.AbstractMinimiser):
         )
 
     def init(self, fn, y, args, options, f_struct, aux_struct, tags):
+        check_x64("sa_optx.Newton")
         if not (isinstance(f_struct, jax.ShapeDtypeStruct) and f_struct.shape == ()):
             raise ValueError(
                 f"Newton minimises a scalar, but fn returns {f_struct}. For a residual vector "

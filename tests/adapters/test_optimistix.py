@@ -164,7 +164,7 @@ def test_seed_energy_with_pattern_matrix(rng, selection):
         dense_nnz = int(np.count_nonzero(J))
         assert plan.pattern.nnz == dense_nnz  # detection (closure constants by value) is exact
     else:  # every residual depends on every g: matrix-free
-        assert plan.route == "cg" and plan.coloring is None
+        assert plan.route == "lsmr" and plan.coloring is None
     sol = optx.least_squares(residual, ours, G0, X, max_steps=100)
     ref = optx.least_squares(residual, optx.LevenbergMarquardt(STOL, STOL), G0, X, max_steps=100)
     assert isinstance(sol.value, sa.PatternMatrix)
@@ -228,6 +228,7 @@ def test_pytree_y0_args_and_aux(rng):
 
 
 def test_jit_vmap_and_no_retrace_per_step(monkeypatch):
+    sa.clear_cache()  # an earlier test may have planned the same program
     traces = {"fn": 0, "detect": 0}
     detect = _least_squares.fn_pattern
 
@@ -376,11 +377,13 @@ def test_failures_report_through_results_and_throw():
     assert sol.result == optx.RESULTS.nonlinear_max_steps_reached
     with pytest.raises(RuntimeError, match="maximum number of steps"):
         optx.least_squares(overdetermined, solver, jnp.zeros(9), ARGS_OD, max_steps=2)
-    # J(0) = 0 for y**3 + 1: the sparse direct Gauss-Newton step is singular
+    # J(0) = 0 for y**3 + 1: the minimum-norm Gauss-Newton step is 0 (no NaN, issue 13), the
+    # solve cannot move, and it is reported as not solved
     cube = lambda y, args: y**3 + 1.0  # noqa: E731
     sol = optx.root_find(cube, sa_optx.GaussNewton(STOL, STOL, route="direct"), jnp.zeros(3),
-                         throw=False)
-    assert sol.result == optx.RESULTS.singular
+                         throw=False, max_steps=5)
+    assert sol.result != optx.RESULTS.successful
+    assert np.all(np.isfinite(sol.value))
 
 
 def test_bad_input_gets_clear_errors():
