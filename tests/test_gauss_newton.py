@@ -256,3 +256,157 @@ def test_main_example_small():
     assert m, out.stdout
     assert float(m.group(2)) <= 1e-10 and float(m.group(3)) <= 1e-8
     assert "L-BFGS" in out.stdout and "faster" in out.stdout
+
+
+# -- issue 13: the seed family by default, honest results ---------------------------------
+
+from seed_family import BUILDS, MEMBERS, seed_family  # noqa: E402
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("member", list(MEMBERS))
+def test_seed_family_solved_by_default(member, build):
+    """Fails before issue 13: SuperLU on the singular JᵀJ returned NaN at step 0."""
+    residual, g0, X, _ = seed_family(member, build)
+    res = sa.gauss_newton(residual, g0, X)
+    e0 = float(res.energies[0])
+    assert res.success, res
+    assert res.energy <= 1e-12 * e0, res
+
+
+def test_direct_step_is_the_minimum_norm_step():
+    residual, g0, X, _ = seed_family("tall_rank_deficient", "dense")
+    J = np.asarray(jax.jacfwd(residual)(g0, X))
+    assert np.linalg.matrix_rank(J) < J.shape[1]
+    r = np.asarray(residual(g0, X))
+    expected = np.linalg.lstsq(J, -r, rcond=None)[0]  # the minimum-norm step
+    direct = sa.gauss_newton_step(residual, g0, X, route="direct")
+    lsmr = sa.gauss_newton_step(residual, g0, X, route="lsmr", linear_rtol=1e-14)
+    assert np.linalg.norm(lsmr - expected) <= 1e-8 * np.linalg.norm(expected)  # LSMR converged
+    assert np.linalg.norm(direct - expected) <= 1e-8 * np.linalg.norm(expected)
+    assert np.linalg.norm(direct - lsmr) <= 1e-8 * np.linalg.norm(lsmr)
+
+
+def test_non_finite_energy_is_not_a_success():
+    res = sa.gauss_newton(lambda x: jnp.log(x), jnp.zeros(3))
+    assert not res.success
+    assert "not finite" in res.message and "x0" in res.message
+
+
+@pytest.mark.parametrize(
+    "x0",
+    [jnp.arange(3), {"a": sa.Fixed(jnp.ones(3))}, jnp.zeros(0)],
+    ids=["int", "all_fixed", "empty"],
+)
+def test_no_float_parameters_raise(x0):
+    with pytest.raises(ValueError, match="x0 has no floating-point entries"):
+        sa.gauss_newton(lambda x: jnp.ones(2) * 2.0, x0)
+
+
+@pytest.mark.parametrize("cast", [lambda y: jnp.floor(y).astype(int), lambda y: y > 0])
+def test_integer_or_bool_residual_raises_naming_the_dtype(cast):
+    with pytest.raises(TypeError, match="int64|bool"):
+        sa.gauss_newton(lambda x: cast(x), jnp.ones(3))
+
+
+def test_float64_off_raises_up_front():
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(RuntimeError, match="float64 is off"):
+            sa.gauss_newton(lambda x: x - 1.0, jnp.zeros(3))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+def test_float32_x0_converges_in_float64():
+    """Fails before: the residual ran on float32 parameters, the line search could not
+    decrease the energy below float32 rounding and reported failure."""
+    residual, g0, X, _ = seed_family("tall_full", "dense")
+    res = sa.gauss_newton(residual, g0.astype(jnp.float32), X.astype(np.float32))
+    assert res.success, res
+    assert res.x.dtype == jnp.float32
+    t = jnp.linspace(0.0, 1.0, 20, dtype=jnp.float32)
+    res = sa.gauss_newton(
+        lambda y: y[0] * jnp.exp(y[1] * t) - 2.0 * jnp.exp(-1.5 * t),
+        jnp.array([1.0, 0.0], jnp.float32),
+    )
+    assert res.success, res
+    np.testing.assert_allclose(res.x, [2.0, -1.5], rtol=1e-5)
+
+
+@pytest.mark.parametrize("damping", [0.1, "adaptive"])
+def test_damping_with_an_unused_parameter(damping):
+    """Fails before: "Invalid forward coloring" (the empty column kept color -1)."""
+    res = sa.gauss_newton(lambda x: x[:2] - 1.0, jnp.zeros(3), damping=damping)
+    assert res.success, res
+    np.testing.assert_allclose(res.x, [1.0, 1.0, 0.0], atol=1e-9)
+
+
+def test_damped_coloring_is_one_function():
+    from sparseopt_adapters import _direct
+    from sparseopt_adapters.optimistix import _linear
+
+    assert _linear.damped_coloring is _direct.damped_coloring
+    p = sa.SparsityPattern(np.array([0, 1, 1]), np.array([0, 0, 1]), (2, 4))  # 2 empty columns
+    c = _direct.damped_coloring(sa.color_jacobian(p, mode="forward"))
+    assert c.pattern.shape == (6, 4)
+    A = np.zeros((6, 4))
+    A[c.pattern.rows, c.pattern.cols] = np.arange(1, c.pattern.nnz + 1)
+    solver = sa.SparseDirectSolver(c)  # a valid coloring: exact assembly
+    sol = lx.linear_solve(lx.MatrixLinearOperator(jnp.asarray(A)), jnp.ones(6), solver)
+    np.testing.assert_allclose(sol.value, np.linalg.lstsq(A, np.ones(6), rcond=None)[0],
+                               rtol=1e-10)
+
+
+def test_non_finite_step_falls_back_and_carries_on(monkeypatch, capsys):
+    """Fails before: a NaN direct step stopped the solve ("linear solve failed")."""
+    from sparseopt_adapters import _direct
+    from sparseopt_adapters._policy import RouteFallbackWarning
+
+    monkeypatch.setattr(_direct, "lstsq", lambda A, b, **kw: np.full(A.shape[1], np.nan))
+    residual, g0, X, _ = seed_family("tall_full", "pattern")
+    sa.clear_cache()
+    with pytest.warns(RouteFallbackWarning, match="not finite"):
+        res = sa.gauss_newton(residual, g0, X, route="direct", verbose=True)
+    assert res.success, res
+    assert res.route == "lsmr" and res.fallbacks
+    assert "'direct' step was not finite at step 0" in res.message
+    assert "recomputed it on the 'lsmr' route" in capsys.readouterr().out
+    sa.clear_cache()
+
+
+def test_setup_is_paid_once(monkeypatch):
+    from sparseopt_adapters import _gauss_newton
+
+    calls = {"n": 0}
+    detect = _gauss_newton._detect_and_color
+
+    def counting(*a, **kw):
+        calls["n"] += 1
+        return detect(*a, **kw)
+
+    monkeypatch.setattr(_gauss_newton, "_detect_and_color", counting)
+    residual, g0, X, _ = seed_family("tall_full", "dense")
+    sa.clear_cache()
+    sa.gauss_newton(residual, g0, X)
+    first = sa.cache_info()
+    assert calls["n"] == 1 and first["misses"] >= 1
+    res = sa.gauss_newton(residual, g0 + 0.01, X * 1.0)  # same function, shapes, dtypes
+    again = sa.cache_info()
+    assert res.success and calls["n"] == 1
+    assert again["hits"] == first["hits"] + 1 and again["misses"] == first["misses"]
+    sa.gauss_newton(residual, g0, X, rtol=1e-9)  # solve options are not setup
+    assert calls["n"] == 1
+    sa.gauss_newton(residual, g0, X, route="lsmr")  # another route: another setup
+    assert sa.cache_info()["misses"] > again["misses"]
+    residual2, g2, X2, _ = seed_family("tall_full", "dense", p=11)  # a new shape misses
+    n_miss = sa.cache_info()["misses"]
+    sa.gauss_newton(residual2, g2, X2)
+    assert calls["n"] == 2 and sa.cache_info()["misses"] > n_miss
+    sa.set_cache_size(0)
+    try:
+        sa.gauss_newton(residual2, g2, X2)
+        assert calls["n"] == 3  # opted out: set up anew
+    finally:
+        sa.set_cache_size(64)
+        sa.clear_cache()

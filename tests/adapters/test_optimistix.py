@@ -411,3 +411,88 @@ def test_example_runs_small():
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "converged" in out.stdout
+
+
+# -- issue 13 --------------------------------------------------------------------------------
+
+from seed_family import BUILDS, MEMBERS, seed_family  # noqa: E402
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("member", list(MEMBERS))
+@pytest.mark.parametrize("solver_cls", [sa_optx.GaussNewton, sa_optx.LevenbergMarquardt])
+def test_seed_family_solved_by_default(solver_cls, member, build):
+    """Fails before issue 13 for GaussNewton (NaN direct step on the singular JᵀJ)."""
+    residual, g0, X, _ = seed_family(member, build)
+    e0 = float(jnp.sum(residual(g0, X) ** 2))
+    sol = optx.least_squares(residual, solver_cls(1e-8, 1e-8), g0, X, max_steps=100)
+    e = float(jnp.sum(residual(sol.value, X) ** 2))
+    assert sol.result == optx.RESULTS.successful
+    assert e <= 1e-12 * e0, (e, e0)
+
+
+def test_route_vocabulary_and_rule_are_shared(monkeypatch):
+    from sparseopt_adapters import _policy
+
+    assert sa_optx.GaussNewton(STOL, STOL, route="normal_cg").route == "cg"
+    residual, g0, X, _ = seed_family("tall_full", "pattern")
+    assert sa.GaussNewton(residual, g0, X, route="normal_cg").route == "cg"
+    monkeypatch.setattr(_policy, "choose_route", lambda **kw: "lsmr")
+    sa.clear_cache()
+    assert sa_optx.LevenbergMarquardt(STOL, STOL).plan(residual, g0, X).route == "lsmr"
+    assert sa.GaussNewton(residual, g0, X).route == "lsmr"
+    sa.clear_cache()
+
+
+@pytest.mark.parametrize("solver_cls", [sa_optx.GaussNewton, sa_optx.LevenbergMarquardt])
+def test_non_finite_direct_step_falls_back(monkeypatch, solver_cls):
+    from sparseopt_adapters import _direct
+    from sparseopt_adapters._policy import RouteFallbackWarning
+
+    monkeypatch.setattr(_direct, "lstsq", lambda A, b, **kw: np.full(A.shape[1], np.nan))
+    residual, g0, X, _ = seed_family("tall_full", "pattern")
+    with pytest.warns(RouteFallbackWarning, match="not finite"):
+        sol = optx.least_squares(residual, solver_cls(1e-8, 1e-8, route="direct"), g0, X)
+    assert sol.result == optx.RESULTS.successful
+    np.testing.assert_allclose(residual(sol.value, X), 0.0, atol=1e-8)
+
+
+def test_float64_off_raises_up_front():
+    jax.config.update("jax_enable_x64", False)
+    try:
+        fn = lambda y, args: y - 1.0  # noqa: E731
+        with pytest.raises(RuntimeError, match="float64 is off"):
+            optx.least_squares(fn, sa_optx.LevenbergMarquardt(1e-6, 1e-6), jnp.zeros(3))
+        with pytest.raises(RuntimeError, match="float64 is off"):
+            optx.minimise(lambda y, a: jnp.sum((y - 1.0) ** 2), sa_optx.Newton(1e-6, 1e-6),
+                          jnp.zeros(3))
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+def test_plan_is_reused_across_traces(monkeypatch):
+    """Setup paid once: a retrace (new solver tolerances) reuses detection and coloring."""
+    calls = {"n": 0}
+    detect = _least_squares.fn_pattern
+
+    def counting(*a, **kw):
+        calls["n"] += 1
+        return detect(*a, **kw)
+
+    monkeypatch.setattr(_least_squares, "fn_pattern", counting)
+    sa.clear_cache()
+    residual, g0, X, _ = seed_family("tall_full", "pattern")
+    optx.least_squares(residual, sa_optx.LevenbergMarquardt(1e-8, 1e-8), g0, X)
+    first = sa.cache_info()
+    assert calls["n"] == 1
+    optx.least_squares(residual, sa_optx.LevenbergMarquardt(1e-9, 1e-9), g0, X)  # retraces
+    assert calls["n"] == 1 and sa.cache_info()["hits"] == first["hits"] + 1
+    residual2, g2, X2, _ = seed_family("tall_full", "pattern", p=11)  # a new shape misses
+    optx.least_squares(residual2, sa_optx.LevenbergMarquardt(1e-8, 1e-8), g2, X2)
+    assert calls["n"] == 2 and sa.cache_info()["misses"] == first["misses"] + 1
+    sa.clear_cache()
+
+
+def test_constructors_are_one():
+    for cls in (sa_optx.GaussNewton, sa_optx.LevenbergMarquardt, sa_optx.Dogleg):
+        assert "__init__" not in vars(cls)
