@@ -478,16 +478,20 @@ jac("custom_jvp_closed_index", x5)(lambda x: _permuted_twice(x) + x[0])
 
 # -- issue 15: grouped and depthwise convolutions, per-tap kernels --------------------------
 _img = (jnp.asarray(rng.normal(size=(2, 4, 5, 6))),)
+# kernels drawn once (drawing inside the function would change it from call to call)
+_K_groups = jnp.asarray(rng.normal(size=(6, 2, 3, 3)))
+_K_depth = jnp.asarray(rng.normal(size=(4, 1, 3, 3)))
+_K_batch = jnp.asarray(rng.normal(size=(6, 4, 2, 2)))
 jac("conv_feature_groups", _img)(
-    lambda x: lax.conv_general_dilated(x, jnp.asarray(rng.normal(size=(6, 2, 3, 3))), (1, 1),
+    lambda x: lax.conv_general_dilated(x, _K_groups, (1, 1),
                                        "SAME", feature_group_count=2).reshape(-1)
 )
 jac("conv_depthwise", _img)(
-    lambda x: lax.conv_general_dilated(x, jnp.asarray(rng.normal(size=(4, 1, 3, 3))), (2, 1),
+    lambda x: lax.conv_general_dilated(x, _K_depth, (2, 1),
                                        "SAME", feature_group_count=4).reshape(-1)
 )
 jac("conv_batch_groups", _img)(
-    lambda x: lax.conv_general_dilated(x, jnp.asarray(rng.normal(size=(6, 4, 2, 2))), (1, 1),
+    lambda x: lax.conv_general_dilated(x, _K_batch, (1, 1),
                                        "VALID", batch_group_count=2).reshape(-1)
 )
 jac("conv_depthwise_nhwc", (jnp.asarray(rng.normal(size=(1, 4, 4, 5))),))(
