@@ -1055,6 +1055,7 @@ def sparse_lagrangian_hessian(
     pattern: SparsityPattern | None = None,
     chunk_size: int | None = None,
     mesh=None,
+    coloring: ColoringResult | None = None,
 ) -> SparseLagrangianHessian:
     """The Hessian of the Lagrangian ``σ f(x) + λᵀ c(x)`` with ``σ``, ``λ`` given per call.
 
@@ -1067,6 +1068,9 @@ def sparse_lagrangian_hessian(
         method, mode, order, chunk_size, mesh: as in [`sparse_hessian`][].
         pattern: the union Hessian pattern; detected when ``None`` (the union of the
             patterns of ``f`` and of ``sum(c)``).
+        coloring: a precomputed symmetric [`ColoringResult`][] of that pattern; overrides
+            ``pattern``, ``method`` and ``order`` (a caller that already coloured the pattern,
+            e.g. to choose star vs acyclic, does not colour it twice).
 
     Returns:
         A [`SparseLagrangianHessian`][]; ``obj(x, sigma, lam, *args)`` returns the
@@ -1092,18 +1096,22 @@ def sparse_lagrangian_hessian(
     mesh = _check_mesh(mesh, caller)
     _check_pattern_arg(pattern, caller)
     _check_hvp_mode(mode, caller)
+    _check_coloring_arg(coloring, caller)
+    if coloring is not None:
+        pattern = coloring.pattern
     fns = (f,) if c is None else (f, c)
     key = (structure_key(example_args), c is None, method, mode, order, pattern, chunk_size,
-           mesh)
+           mesh, coloring)
 
     def build():
         return _build_lagrangian(f, c, example_args, method, mode, order, pattern,
-                                 chunk_size, mesh)
+                                 chunk_size, mesh, coloring)
 
     return cached(caller, fns, key, build)._bind(fns)
 
 
-def _build_lagrangian(f, c, example_args, method, mode, order, pattern, chunk_size, mesh):
+def _build_lagrangian(f, c, example_args, method, mode, order, pattern, chunk_size, mesh,
+                      coloring=None):
     x0, rest = example_args[0], example_args[1:]
     f_ref = _weak(f)
     c_ref = None if c is None else _weak(c)
@@ -1129,6 +1137,6 @@ def _build_lagrangian(f, c, example_args, method, mode, order, pattern, chunk_si
     sigma0 = jax.ShapeDtypeStruct((), x_dtype)
     hess = _build_hessian(
         lagrangian, (x0, sigma0, lam0, *rest), 0, method, mode, order, pattern, chunk_size,
-        None, mesh, weak=False, caller="sparse_lagrangian_hessian", detected=detected,
+        coloring, mesh, weak=False, caller="sparse_lagrangian_hessian", detected=detected,
     )
     return SparseLagrangianHessian(hess, m)

@@ -36,6 +36,7 @@ import numpy as np
 
 from .._cache import cached, structure_key
 from .._coloring import color_hessian
+from .._coloring._api import _maybe_warn as warn_if_dense
 from .._compressed import sparse_jacobian, sparse_lagrangian_hessian
 from .._detection import hessian_sparsity
 from .._host import (
@@ -106,18 +107,21 @@ class _NonFinite:
 # ---------------------------------------------------------------------------------------
 # the compiled setup (cached)
 # ---------------------------------------------------------------------------------------
-def _hessian_method(pattern) -> str:
-    """Star coloring unless acyclic coloring at least halves the Hessian-vector products.
+def _hessian_coloring(pattern):
+    """Star coloring unless acyclic coloring at least halves the Hessian-vector products
+    (the chosen coloring is returned, so the Lagrangian Hessian does not colour again).
 
     Acyclic decompression (substitution along trees) compiles to a much larger XLA program
     (about 1 s instead of 0.15 s for a tridiagonal Hessian, measured at n = 1e3 and 1e5) to
     save, typically, one product per call: star wins unless IPOPT runs very many iterations.
     """
     star = color_hessian(pattern, method="star", warn=False)
-    if star.n_colors <= 3:
-        return "star"
-    acyclic = color_hessian(pattern, method="acyclic", warn=False)
-    return "acyclic" if 2 * acyclic.n_colors <= star.n_colors else "star"
+    chosen = star
+    if star.n_colors > 3:
+        acyclic = color_hessian(pattern, method="acyclic", warn=False)
+        chosen = acyclic if 2 * acyclic.n_colors <= star.n_colors else star
+    warn_if_dense(chosen, pattern.shape[0], "Hessian")
+    return chosen
 
 
 def _compile_all(lowered: dict) -> dict:
@@ -198,8 +202,7 @@ class _Setup:
                 pattern = pattern.union(
                     hessian_sparsity(lambda z, a: jnp.sum(c(z, a)), z0, dyn_all))
             self.lag = sparse_lagrangian_hessian(
-                f, c if self.m else None, z0, dyn_all, pattern=pattern,
-                method=_hessian_method(pattern))
+                f, c if self.m else None, z0, dyn_all, coloring=_hessian_coloring(pattern))
             hp = self.lag.lower_pattern
             self.hess_rows = np.ascontiguousarray(hp.rows, dtype=np.int32)
             self.hess_cols = np.ascontiguousarray(hp.cols, dtype=np.int32)

@@ -575,3 +575,25 @@ def test_index_arrays_are_arguments_not_baked_constants():
     big = [line for line in text.splitlines() if "constant" in line and len(line) > 2000]
     assert not big, f"{len(big)} large constants baked into the executable"
     prob.close()
+
+
+def test_lagrangian_hessian_is_coloured_once(monkeypatch):
+    """The star-vs-acyclic choice hands its coloring to the Lagrangian Hessian: the
+    compressed-derivative layer never colours the same pattern again (it did, doubling the
+    colouring part of the setup)."""
+    import sparseopt_adapters._compressed as compressed
+
+    calls = []
+    real = compressed.color_hessian
+
+    def counting(*a, **k):
+        calls.append(a[0].shape)
+        return real(*a, **k)
+
+    monkeypatch.setattr(compressed, "color_hessian", counting)
+    sa.clear_cache()
+    fun = lambda x: jnp.sum((x[1:] - x[:-1] ** 2) ** 2) + jnp.sum(x**4)  # noqa: E731
+    cons = [{"type": "eq", "fun": lambda x: x[::2] ** 2 - x[1::2]}]
+    res = ipopt.minimize(fun, jnp.full(8, 0.5), constraints=cons)
+    assert res.success, res.message
+    assert calls == [], calls
