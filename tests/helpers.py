@@ -269,3 +269,15 @@ def seed_fit():
     return TestProblem("seed_fit", seed_objective, G0, args=args, residual=seed_residual,
                        x_star=None, f_star=0.0, f_tol=1e-12,
                        flat=lambda x: np.asarray(sa.ravel_parameters(x)[0]))
+
+
+def counting(fun):
+    """``(f, traces)``: ``f`` calls ``fun`` and appends to ``traces`` each time it runs in
+    Python, i.e. each time JAX traces it (a cache hit or a compiled call appends nothing)."""
+    traces = []
+
+    def f(*a):
+        traces.append(1)
+        return fun(*a)
+
+    return f, traces

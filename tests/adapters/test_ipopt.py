@@ -482,19 +482,9 @@ def test_mu_strategy_default_is_ipopts_monotone():
 
 
 # -- issue 14: setup paid once, compilations counted -------------------------------------------
-def _counting(fun):
-    traces = []
-
-    def f(*a):
-        traces.append(1)  # runs at trace time only
-        return fun(*a)
-
-    return f, traces
-
-
 def test_second_minimize_reuses_detection_coloring_and_executables():
     sa.clear_cache()
-    f, traces = _counting(hs071)
+    f, traces = helpers.counting(hs071)
     kw = dict(bounds=[(1, 5)] * 4, constraints=HS071_CONS)
     res1 = ipopt.minimize(f, np.array([1.0, 5.0, 5.0, 1.0]), **kw)
     n_traces, info = len(traces), sa.cache_info()
@@ -517,7 +507,7 @@ def test_second_minimize_reuses_detection_coloring_and_executables():
 
 def test_setup_cache_misses_on_new_shape_static_arg_and_hessian_option():
     sa.clear_cache()
-    f, traces = _counting(lambda x, c, s: s * jnp.sum((x - c) ** 2) + jnp.sum(x**4))
+    f, traces = helpers.counting(lambda x, c, s: s * jnp.sum((x - c) ** 2) + jnp.sum(x**4))
     c = jnp.ones(3)
     ipopt.minimize(f, np.zeros(3), (c, 2.0))
     n = len(traces)

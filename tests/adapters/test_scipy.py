@@ -707,19 +707,9 @@ def test_float64_off_is_refused():
 # ---------------------------------------------------------------------------------------
 # setup paid once (issue 14 item 3)
 # ---------------------------------------------------------------------------------------
-def _counting(fun):
-    traces = []
-
-    def f(*a):
-        traces.append(1)  # runs at trace time only
-        return fun(*a)
-
-    return f, traces
-
-
 def test_minimize_second_call_reuses_setup_and_compiled_code():
     sa.clear_cache()
-    f, traces = _counting(rosen)
+    f, traces = helpers.counting(rosen)
     res1 = sa_scipy.minimize(f, np.zeros(6), method="trust-constr")
     n_traces, info = len(traces), sa.cache_info()
     assert n_traces > 0 and info["misses"] >= 1
@@ -737,7 +727,7 @@ def test_minimize_second_call_reuses_setup_and_compiled_code():
 
 def test_derivatives_cache_keys_static_args_and_data():
     sa.clear_cache()
-    f, traces = _counting(lambda x, a, s: s * jnp.sum(a * x**2))
+    f, traces = helpers.counting(lambda x, a, s: s * jnp.sum(a * x**2))
     a = jnp.arange(3.0)
     d1 = sa_scipy.derivatives(f, np.zeros(3), (a, 2.0))
     d1.hess(np.ones(3))
@@ -762,7 +752,7 @@ def test_derivatives_cache_keys_static_args_and_data():
 def test_least_squares_second_call_reuses_setup():
     sa.clear_cache()
     N, lam = 6, 2.0
-    r, traces = _counting(bratu_residual)
+    r, traces = helpers.counting(bratu_residual)
     res1 = sa_scipy.least_squares(r, np.zeros(N * N), args=(lam, N))
     n = len(traces)
     res2 = sa_scipy.least_squares(r, np.zeros(N * N), args=(lam, N))
