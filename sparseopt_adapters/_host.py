@@ -493,9 +493,49 @@ def _int_like(v) -> bool:
 # ---------------------------------------------------------------------------------------
 # the fused, x-cached evaluator
 # ---------------------------------------------------------------------------------------
+def _libc_memcmp():
+    """libc's ``memcmp`` through ctypes (0.5 µs when two vectors differ in their first
+    entries, 17 µs for two equal 1e5-vectors, where ``np.array_equal`` takes 22 µs either
+    way), or ``None`` where there is no C library to load."""
+    import ctypes
+    import ctypes.util
+
+    for name in (None, ctypes.util.find_library("c"), "msvcrt"):
+        try:
+            fn = ctypes.CDLL(name).memcmp
+        except (OSError, AttributeError, TypeError):
+            continue
+        fn.restype = ctypes.c_int
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        return fn
+    return None  # pragma: no cover - no C library
+
+
+_MEMCMP = _libc_memcmp()
+
+
+def aligned_empty(n: int, dtype=np.float64, align: int = 64) -> np.ndarray:
+    """An uninitialised 1-D array whose data starts on an ``align``-byte boundary (XLA's
+    CPU client then reads it in place instead of copying it into a buffer of its own)."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n * itemsize + align, np.uint8)
+    start = (-raw.ctypes.data) % align
+    return raw[start: start + n * itemsize].view(dtype)
+
+
 class XCache:
     """``fn(x)`` computed once per distinct ``x`` (hosts ask for f and c, or ∇f and J, at
     the same point): one compiled call, one transfer, reused until ``x`` changes.
+
+    The hot path of every host callback, so it costs a few microseconds on a hit: ``x`` is
+    compared with the cached point bit for bit (``memcmp``: it stops at the first differing
+    byte, so a new point is seen at once), or not at all when the caller passes the same
+    ``tag`` as for the cached evaluation (IPOPT's C interface says ``new_x=False``: the
+    point of the previous callback). On a miss ``x`` is copied into the cache's own
+    64-byte-aligned buffer, which ``fn`` receives (XLA's CPU client reads an aligned array
+    in place); ``fn`` must not return its argument itself. A single ``jax.Array`` result is
+    turned into numpy without a copy (``np.asarray``); other results go through
+    ``jax.device_get``; ``post`` then maps the result once per evaluation.
 
     Example:
         >>> import numpy as np
@@ -509,18 +549,41 @@ class XCache:
         self.fn = fn
         self.post = post
         self.count = 0
+        self._buf: np.ndarray | None = None
         self.reset()
 
     def reset(self):
-        self._x = None
+        """Forget the cached point (the next call evaluates)."""
+        self._valid = False
+        self._tag = None
         self._value = None
 
-    def __call__(self, x):
-        if self._x is None or not np.array_equal(x, self._x):
-            value = jax.device_get(self.fn(x))  # one transfer
-            self._value = self.post(value) if self.post is not None else value
-            self._x = np.array(x, copy=True)
-            self.count += 1
+    def _same(self, x) -> bool:
+        buf = self._buf
+        if (_MEMCMP is not None and type(x) is np.ndarray and x.dtype == buf.dtype
+                and x.shape == buf.shape and x.flags.c_contiguous):
+            return _MEMCMP(x.ctypes.data, buf.ctypes.data, buf.nbytes) == 0
+        return np.array_equal(x, buf)
+
+    def __call__(self, x, tag=None):
+        if self._valid:
+            if tag is not None and tag == self._tag:
+                return self._value
+            if self._same(x):
+                self._tag = tag
+                return self._value
+        x = np.asarray(x)
+        buf = self._buf
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+            buf = self._buf = aligned_empty(x.size, x.dtype).reshape(x.shape)
+        self._valid = False  # until fn succeeds: a raising fn leaves no stale hit behind
+        np.copyto(buf, x)
+        raw = self.fn(buf)
+        value = np.asarray(raw) if isinstance(raw, jax.Array) else jax.device_get(raw)
+        self._value = self.post(value) if self.post is not None else value
+        self._valid = True
+        self._tag = tag
+        self.count += 1
         return self._value
 
 

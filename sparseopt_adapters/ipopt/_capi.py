@@ -71,6 +71,47 @@ def _views(k: int, ctype=_D, dtype=np.float64):
     return lambda addr: np.frombuffer(arr_t.from_address(addr), dtype)
 
 
+def _cached_views(k: int, ctype=_D, dtype=np.float64):
+    """`_views` remembering the last few addresses: IPOPT hands the same buffers again and
+    again (``x`` is always its one full-space copy), so most calls skip building a view.
+    A view is only used inside the callback that received its address."""
+    make = _views(k, ctype, dtype)
+    if k == 0:
+        return make
+    cache: dict[int, np.ndarray] = {}
+
+    def view(addr):
+        v = cache.get(addr)
+        if v is None:
+            if len(cache) >= 16:
+                cache.clear()
+            v = cache[addr] = make(addr)
+        return v
+
+    return view
+
+
+_CALLBACK_METHODS = ("objective", "gradient", "constraints", "jacobian", "hessian",
+                     "jacobianstructure", "hessianstructure")
+
+
+def _direct_nlp(problem):
+    """The `_NLP` whose methods the C callbacks may call directly (passing IPOPT's ``new_x``
+    and views of IPOPT's memory), or ``None`` when ``problem`` redefines a callback (a
+    subclass or an instance attribute), whose own methods are then called as cyipopt
+    would."""
+    nlp = getattr(problem, "nlp", None)
+    if nlp is None or not hasattr(nlp, "layout"):
+        return None
+    from ._impl import Problem
+
+    cls = type(problem)
+    for name in _CALLBACK_METHODS:
+        if getattr(cls, name, None) is not getattr(Problem, name) or name in vars(problem):
+            return None
+    return nlp
+
+
 def _buffer(values, k: int) -> tuple[np.ndarray, int]:
     a = np.ascontiguousarray(values, dtype=np.float64).reshape(-1)
     if a.size != k:
@@ -130,12 +171,13 @@ class CBackend:
 
     # -- the C callbacks ----------------------------------------------------------------
     def _make_callbacks(self, ref, n, m, nj, nh):
-        xv, mv = _views(n), _views(m)
-        jv, hv = _views(nj), _views(nh)
+        xv, mv = _cached_views(n), _cached_views(m)
+        jv, hv = _cached_views(nj), _cached_views(nh)
         jiv, hiv = _views(nj, _I, np.int32), _views(nh, _I, np.int32)
         scalar = _D.from_address
         evaluation_error = self.evaluation_error
         me = weakref.ref(self)
+        no_lam = np.zeros(0)
 
         def guarded(body):
             def cb(*a):
@@ -181,6 +223,42 @@ class CBackend:
                                 sigma)
                 if nh:
                     hv(vals)[...] = out
+
+        nlp = _direct_nlp(ref())
+        if nlp is not None:
+            # the direct path: the NLP reads IPOPT's x (and multipliers) in place and knows
+            # IPOPT's new_x; each result is one memcpy into IPOPT's buffer
+
+            def eval_f(p, n_, x, new_x, obj, ud):  # noqa: F811 - the direct variants
+                scalar(obj).value = nlp.objective(xv(x), new_x)
+
+            def eval_grad_f(p, n_, x, new_x, out, ud):  # noqa: F811
+                xv(out)[...] = nlp.gradient(xv(x), new_x)
+
+            def eval_g(p, n_, x, new_x, m_, out, ud):  # noqa: F811
+                if m:
+                    mv(out)[...] = nlp.constraints(xv(x), new_x)
+
+            def eval_jac_g(p, n_, x, new_x, m_, k, rows, cols, vals, ud):  # noqa: F811
+                if vals is None:
+                    r, c = nlp.jacobianstructure()
+                    if nj:
+                        jiv(rows)[...] = r
+                        jiv(cols)[...] = c
+                elif nj:
+                    jv(vals)[...] = nlp.jacobian(xv(x), new_x)
+
+            def eval_h(p, n_, x, new_x, sigma, m_, lam, new_lam, k, rows, cols,  # noqa: F811
+                       vals, ud):
+                if vals is None:
+                    r, c = nlp.hessianstructure()
+                    if nh:
+                        hiv(rows)[...] = r
+                        hiv(cols)[...] = c
+                else:
+                    out = nlp.hessian(xv(x), mv(lam) if m else no_lam, sigma, new_x)
+                    if nh:
+                        hv(vals)[...] = out
 
         def intermediate(alg_mod, it, obj, inf_pr, inf_du, mu, d_norm, reg, a_du, a_pr, ls,
                          ud):

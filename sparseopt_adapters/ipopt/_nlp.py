@@ -9,9 +9,18 @@ compiled XLA executables, one per quantity IPOPT asks for:
 - ``gj(z)``: objective gradient and constraint-Jacobian values in structure order, fused;
 - ``h(z, sigma, lam)``: lower triangle of the Lagrangian Hessian in structure order.
 
-Each returns a finiteness flag computed inside the same XLA program. The decompression index
+Each returns ONE float64 vector (layout in [`_Layout`][]): the values followed by their
+finiteness flags, computed inside the same XLA program. One output array is one zero-copy
+``np.asarray`` on the host; the callbacks hand IPOPT slices of it (views, no copy). A pytree
+of outputs cost 35–80 µs more per call in ``jax.device_get``. The decompression index
 arrays are *arguments* of the executables, not constants baked into them (a baked constant of
 1e5 indices is 0.8 MB of HLO text that XLA parses and folds at every compile).
+
+The hot path (every IPOPT callback, measured by ``benchmarks/bench_ipopt.py --glue``): an
+x-cache check (`XCache`: a ``memcmp``, or nothing when IPOPT's C interface says
+``new_x=False``), on a miss one copy of ``x`` into an aligned buffer XLA reads in place and
+one call of the compiled executable through JAX's C++ dispatch with already-placed
+arguments, then slices of the result.
 
 Setup paid once: the detection, colouring and the three executables live in a [`_Setup`][]
 held by the setup cache (`_cache.cached`), keyed by the user's function objects, the shapes
@@ -213,9 +222,12 @@ class _Setup:
         n1, s1 = compilations()
 
         # --- one compiled executable per quantity, index data as arguments ---------------
+        def flags(*parts):
+            return jnp.stack([jnp.all(jnp.isfinite(p)) for p in parts]).astype(jnp.float64)
+
         def fc(z, a):
             fv, cv = f(z, a), c(z, a)
-            return fv, cv, jnp.isfinite(fv), jnp.all(jnp.isfinite(cv))
+            return jnp.concatenate([fv[None], cv, flags(fv, cv)])
 
         if self.jac is not None:
             jac_impl, jac_index = _impl_and_index(self.jac)
@@ -226,7 +238,7 @@ class _Setup:
             g = jax.grad(f)(z, a)
             jv = (jac_impl(index, z, a) if jac_impl is not None
                   else jnp.zeros((0,), jnp.float64))
-            return g, jv, jnp.all(jnp.isfinite(g)), jnp.all(jnp.isfinite(jv))
+            return jnp.concatenate([g, jv, flags(g, jv)])
 
         zs = jax.ShapeDtypeStruct(z0.shape, jnp.float64)  # shapes only: no eager ops
         lowered = {"fc": jax.jit(fc).lower(zs, dyn_all),
@@ -248,7 +260,7 @@ class _Setup:
 
             def h(z, sigma, lam, a, index):
                 hv = h_impl(index["values"], z, sigma, lam, a)[index["lower"]]
-                return hv, jnp.all(jnp.isfinite(hv))
+                return jnp.concatenate([hv, flags(hv)])
 
             lowered["h"] = jax.jit(h).lower(zs, sigma0, lam0, dyn_all, self.hess_index)
         t_lowered = time.perf_counter()
@@ -256,6 +268,7 @@ class _Setup:
         self._fc, self._gj = compiled["fc"], compiled["gj"]
         if self.has_hessian:
             self._h = compiled["h"]
+        self.layout = _Layout(self.n, self.m, self.jac_rows.size, self.hess_rows.size)
         t2 = time.perf_counter()
         n2, s2 = compilations()
         self.setup_time = {
@@ -269,6 +282,29 @@ class _Setup:
             "evaluators": n2 - n1,
             "seconds": s2 - s0,
         }
+
+
+class _Layout:
+    """Where each quantity sits in the flat output vector of each executable.
+
+    ``fc``: ``[f, c (m), ok_f, ok_c]``; ``gj``: ``[g (n), J values (nnz_J), ok_g, ok_J]``;
+    ``h``: ``[H values (nnz_H), ok_H]`` (``ok_*``: 1.0 when every entry is finite).
+    """
+
+    def __init__(self, n: int, m: int, nnz_jac: int, nnz_hess: int):
+        self.f, self.c = 0, slice(1, 1 + m)
+        self.ok_f, self.ok_c = 1 + m, 2 + m
+        self.g, self.jac = slice(0, n), slice(n, n + nnz_jac)
+        self.ok_g, self.ok_jac = n + nnz_jac, n + nnz_jac + 1
+        self.hess, self.ok_hess = slice(0, nnz_hess), nnz_hess
+
+
+def _placed(tree):
+    """Array leaves as JAX arrays, once: a numpy argument would be converted at every call
+    (a snapshot: the values the problem was built with)."""
+    return jax.tree.map(
+        lambda a: jax.device_put(np.array(a)) if isinstance(a, np.ndarray | np.generic) else a,
+        tree)
 
 
 def _setup_for(fun, variables, args, cons, hessian, caller) -> tuple[_Setup, bool]:
@@ -338,7 +374,7 @@ class _NLP:
         self.setup_cached = not built
         s = self.setup
         dyn, _ = split_args(args)
-        self.dyn = (dyn, tuple(split_args(con.args)[0] for con in cons))
+        self.dyn = _placed((dyn, tuple(split_args(con.args)[0] for con in cons)))
         self.block_sizes = s.block_sizes
         self.block_offsets = s.block_offsets
         self.m = s.m
@@ -355,12 +391,14 @@ class _NLP:
         self.jac_rows, self.jac_cols = s.jac_rows, s.jac_cols
         self.hess_rows, self.hess_cols = s.hess_rows, s.hess_cols
         dyn_all, jidx, hidx = self.dyn, s.jac_index, s.hess_index
-        self._fc = XCache(lambda x: s._fc(x, dyn_all),
-                          lambda r: (float(r[0]), r[1], bool(r[2]), bool(r[3])))
-        self._gj = XCache(lambda x: s._gj(x, dyn_all, jidx),
-                          lambda r: (r[0], r[1], bool(r[2]), bool(r[3])))
+        fc, gj = s._fc, s._gj  # the compiled executables: JAX's C++ dispatch path
+        self._fc = XCache(lambda x: fc(x, dyn_all))
+        self._gj = XCache(lambda x: gj(x, dyn_all, jidx))
+        self.layout = s.layout
         if s.has_hessian:
-            self._h = lambda x, sigma, lam: s._h(x, sigma, lam, dyn_all, hidx)
+            h = s._h
+            #: ``_h(x, sigma, lam)``: the flat Hessian output (values, then the finite flag)
+            self._h = lambda x, sigma, lam: h(x, sigma, lam, dyn_all, hidx)
         if built:
             self.setup_time = dict(s.setup_time)
             self.compilations = dict(s.compilations)
@@ -381,6 +419,7 @@ class _NLP:
         self.seconds = dict.fromkeys(_QUANTITIES, 0.0)
         self._fc.reset()
         self._gj.reset()
+        self._point = 0  # bumped at every new_x=True (see `_tag`)
 
     # -- failure handling -------------------------------------------------------------------
     def _fail(self, where: str, exc: BaseException):
@@ -400,25 +439,37 @@ class _NLP:
         if self.error is not None:
             raise self.error_cls("an earlier callback failed; IPOPT is stopped.")
 
-    # -- fused evaluations ----------------------------------------------------------------
-    def _eval_fc(self, x):
-        before = self._fc.count
-        out = self._fc(x)
-        self.evals["fc"] += self._fc.count - before
-        return out
+    def _nonfinite(self, what: str, fatal: bool):
+        self.nonfinite.record(what, self.iteration)
+        if fatal and self.nonfinite.fatal is None:
+            self.nonfinite.fatal = what
+        raise self.error_cls(f"{_PRETTY[what]} is not finite")
 
-    def _eval_gj(self, x):
-        before = self._gj.count
-        out = self._gj(x)
-        self.evals["gj"] += self._gj.count - before
-        return out
+    # -- fused, x-cached evaluations (the hot path) -------------------------------------------
+    def _tag(self, new_x):
+        """The x-cache tag of this callback's point: ``None`` (compare ``x``) unless the
+        caller passes IPOPT's ``new_x``; ``new_x=False`` means the point of the previous
+        callback, so an x-cache filled since the last ``new_x=True`` hits without a compare."""
+        if new_x is None:
+            return None
+        if new_x:
+            self._point += 1
+        return self._point
 
-    def _run(self, what, compute):
-        self._guard()
+    def _cached(self, what, cache, key, x, new_x, part, ok, fatal):
+        """One callback on a fused x-cached evaluation: the ``part`` of its flat output."""
+        if self.error is not None:
+            self._guard()
         t = time.perf_counter()
         self.calls[what] += 1
         try:
-            return compute()
+            before = cache.count
+            out = cache(x, self._tag(new_x))
+            if cache.count != before:
+                self.evals[key] += 1
+            if not out[ok]:
+                self._nonfinite(what, fatal)
+            return out[part]
         except self.error_cls:
             raise
         except BaseException as e:  # noqa: BLE001 - re-raised after the solve
@@ -426,48 +477,22 @@ class _NLP:
         finally:
             self.seconds[what] += time.perf_counter() - t
 
-    def _nonfinite(self, what: str, fatal: bool):
-        self.nonfinite.record(what, self.iteration)
-        if fatal and self.nonfinite.fatal is None:
-            self.nonfinite.fatal = what
-        raise self.error_cls(f"{_PRETTY[what]} is not finite")
+    # -- cyipopt's callback signatures (``new_x``: IPOPT's flag, from the C backend) -------------
+    def objective(self, x, new_x=None) -> float:
+        lay = self.layout
+        return float(self._cached("objective", self._fc, "fc", x, new_x, lay.f, lay.ok_f, False))
 
-    # -- cyipopt's callback signatures ---------------------------------------------------------
-    def objective(self, x) -> float:
-        def compute():
-            fv, _, ok, _ = self._eval_fc(x)
-            if not ok:
-                self._nonfinite("objective", fatal=False)
-            return fv
+    def constraints(self, x, new_x=None) -> np.ndarray:
+        lay = self.layout
+        return self._cached("constraints", self._fc, "fc", x, new_x, lay.c, lay.ok_c, False)
 
-        return self._run("objective", compute)
+    def gradient(self, x, new_x=None) -> np.ndarray:
+        lay = self.layout
+        return self._cached("gradient", self._gj, "gj", x, new_x, lay.g, lay.ok_g, True)
 
-    def constraints(self, x) -> np.ndarray:
-        def compute():
-            _, cv, _, ok = self._eval_fc(x)
-            if not ok:
-                self._nonfinite("constraints", fatal=False)
-            return cv
-
-        return self._run("constraints", compute)
-
-    def gradient(self, x) -> np.ndarray:
-        def compute():
-            g, _, ok, _ = self._eval_gj(x)
-            if not ok:
-                self._nonfinite("gradient", fatal=True)
-            return g
-
-        return self._run("gradient", compute)
-
-    def jacobian(self, x) -> np.ndarray:
-        def compute():
-            _, jv, _, ok = self._eval_gj(x)
-            if not ok:
-                self._nonfinite("jacobian", fatal=True)
-            return jv
-
-        return self._run("jacobian", compute)
+    def jacobian(self, x, new_x=None) -> np.ndarray:
+        lay = self.layout
+        return self._cached("jacobian", self._gj, "gj", x, new_x, lay.jac, lay.ok_jac, True)
 
     def jacobianstructure(self) -> tuple[np.ndarray, np.ndarray]:
         return self.jac_rows, self.jac_cols
@@ -475,8 +500,12 @@ class _NLP:
     def hessianstructure(self) -> tuple[np.ndarray, np.ndarray]:
         return self.hess_rows, self.hess_cols
 
-    def hessian(self, x, lagrange, obj_factor) -> np.ndarray:
-        def compute():
+    def hessian(self, x, lagrange, obj_factor, new_x=None) -> np.ndarray:
+        if self.error is not None:
+            self._guard()
+        t = time.perf_counter()
+        self.calls["hessian"] += 1
+        try:
             if not self.has_hessian:
                 raise RuntimeError(
                     f"{self.caller} was built without an exact Hessian "
@@ -484,14 +513,20 @@ class _NLP:
                     "one. Build the problem with the exact-Hessian options, or keep "
                     "hessian_approximation='limited-memory'."
                 )
-            hv, ok = jax.device_get(
-                self._h(x, np.float64(obj_factor), np.asarray(lagrange, np.float64)))
+            self._tag(new_x)  # keeps the point count in step with IPOPT's
+            lam = lagrange if type(lagrange) is np.ndarray else np.asarray(lagrange, np.float64)
+            out = np.asarray(self._h(x, np.float64(obj_factor), lam))
             self.evals["h"] += 1
-            if not ok:
+            lay = self.layout
+            if not out[lay.ok_hess]:
                 self._nonfinite("hessian", fatal=True)
-            return hv
-
-        return self._run("hessian", compute)
+            return out[lay.hess]
+        except self.error_cls:
+            raise
+        except BaseException as e:  # noqa: BLE001 - re-raised after the solve
+            self._fail("the hessian callback", e)
+        finally:
+            self.seconds["hessian"] += time.perf_counter() - t
 
     # -- results ----------------------------------------------------------------------
     def split_constraints(self, g) -> list[Any]:

@@ -301,9 +301,8 @@ def test_ipopt_derivative_checker_finds_no_errors(tmp_path):
     # and it does catch a 1e-3 relative error in one off-diagonal Hessian entry
     h = prob.nlp._h
 
-    def wrong(*a):
-        vals, ok = h(*a)
-        return vals.at[3].multiply(1.001), ok
+    def wrong(*a):  # the flat output: the values, then the finite flag
+        return h(*a).at[3].multiply(1.001)
 
     prob.nlp._h = wrong
     prob.solve()

@@ -124,6 +124,117 @@ def test_values_are_written_into_the_c_buffer_in_place():
     assert _capi._views(0)(None).size == 0  # m = 0: IPOPT may pass NULL
 
 
+# -- the hot path: IPOPT's callbacks through the C interface -----------------------------------
+def _c_call_sequence(prob, x, lam, sigma, new_x=True):
+    """What IPOPT does at one point: f (with ``new_x``), then c, ∇f, J and H at the same
+    point (``new_x=False``), through the C callbacks, into IPOPT-owned buffers."""
+    import ctypes
+
+    b = prob._capi
+    n, m, nj, nh = b.n, b.m, b.nnz_jac, b.nnz_hess
+    f_cb, g_cb, grad_cb, jac_cb, h_cb = b._callbacks[:5]
+    obj, g, grad, jv, hv = ctypes.c_double(), np.zeros(m), np.zeros(n), np.zeros(nj), np.zeros(nh)
+    px, pl = x.ctypes.data, lam.ctypes.data
+    assert f_cb(n, px, new_x, ctypes.addressof(obj), None)
+    assert g_cb(n, px, False, m, g.ctypes.data, None)
+    assert grad_cb(n, px, False, grad.ctypes.data, None)
+    assert jac_cb(n, px, False, m, nj, None, None, jv.ctypes.data, None)
+    assert h_cb(n, px, False, sigma, m, pl, True, nh, None, None, hv.ctypes.data, None)
+    return obj.value, g, grad, jv, hv
+
+
+def test_c_callbacks_match_dense_jax_and_use_new_x(monkeypatch):
+    """The direct path (views of IPOPT's memory, IPOPT's new_x, one flat output per
+    executable) writes f, c, ∇f, J and the lower Hessian triangle matching dense JAX; a
+    point rewritten in place (IPOPT reuses its x buffer) is a miss, and with new_x=False the
+    x-cache hits without comparing x."""
+    import jax
+
+    from sparseopt_adapters import _host
+
+    compares = []
+    same = _host.XCache._same
+    monkeypatch.setattr(_host.XCache, "_same", lambda self, x: compares.append(1) or same(self, x))
+    n = 9
+    x0 = np.where(np.arange(n) % 2 == 0, -1.2, 1.0)
+    prob = ipopt.Problem(chained_rosenbrock, x0,
+                         constraints=so.NonlinearConstraint(luksan_vlcek_constraints, 0.0, 0.0),
+                         backend="libipopt", libipopt=WHEEL_LIB)
+    nlp = prob.nlp
+    jr, jc = prob.jacobianstructure()
+    hr, hc = prob.hessianstructure()
+    x = np.array(x0)  # IPOPT's buffer: the same memory at every call
+    lam = np.linspace(-1.0, 2.0, prob.m)
+    points = [x0, x0 + 0.1, x0]
+    for point in points:
+        x[:] = point
+        f, g, grad, jv, hv = _c_call_sequence(prob, x, lam, 0.7)
+        assert f == pytest.approx(float(chained_rosenbrock(point)), rel=1e-14)
+        np.testing.assert_allclose(g, luksan_vlcek_constraints(point), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(grad, jax.grad(chained_rosenbrock)(point), rtol=1e-13)
+        J = np.zeros((prob.m, n))
+        J[jr, jc] = jv
+        np.testing.assert_allclose(J, jax.jacfwd(luksan_vlcek_constraints)(point), rtol=1e-13,
+                                   atol=1e-13)
+        lag = lambda z: 0.7 * chained_rosenbrock(z) + lam @ luksan_vlcek_constraints(z)  # noqa: E731
+        H = np.zeros((n, n))
+        H[hr, hc] = hv
+        np.testing.assert_allclose(H, np.tril(jax.hessian(lag)(point)), rtol=1e-12,
+                                   atol=1e-12)
+    assert nlp.evals == {"fc": 3, "gj": 3, "h": 3}  # one evaluation per point and quantity
+    assert nlp.calls["objective"] == nlp.calls["jacobian"] == 3
+    # compared only at new_x=True (f) and for the first ∇f at a point: 2 per point after the
+    # first, never for c and J (new_x=False after an evaluation at this point)
+    assert len(compares) == 2 * (len(points) - 1)
+    # and the same point again with new_x=True is a hit after one compare: no evaluation
+    _c_call_sequence(prob, x, lam, 0.7, new_x=True)
+    assert nlp.evals == {"fc": 3, "gj": 3, "h": 4}
+    prob.close()
+
+
+def test_hot_path_transfers_no_pytrees_and_places_args_once(monkeypatch):
+    """Each executable returns one flat vector (zero-copy to numpy): no jax.device_get of a
+    pytree per call; numpy arguments are placed on the device once, at construction."""
+    import jax
+
+    def f(x, a):
+        return jnp.sum((x - a) ** 2)
+
+    a = np.arange(4.0)
+    probs = [ipopt.Problem(f, np.zeros(4), (a,), constraints=HS071["constraints"],
+                           backend=b, libipopt=WHEEL_LIB if b == "libipopt" else None)
+             for b in ("cyipopt", "libipopt")]
+    gets = []
+    real = jax.device_get
+    monkeypatch.setattr(jax, "device_get", lambda t: gets.append(1) or real(t))
+    for prob in probs:
+        assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(prob.nlp.dyn))
+        x, info = prob.solve()
+        assert info["status"] == 0 and prob.nlp.evals["fc"] > 3
+        prob.close()
+    assert gets == []
+
+
+class _Shifted(ipopt.Problem):
+    """A subclass redefining a callback: the libipopt backend must call it, as cyipopt does."""
+
+    def objective(self, x):
+        return super().objective(x) + 1.0
+
+
+def test_a_redefined_callback_is_called_by_both_backends():
+    kw = dict(HS071)
+    out = []
+    for backend in ("cyipopt", "libipopt"):
+        prob = _Shifted(hs071, kw["x0"], bounds=kw["bounds"], constraints=kw["constraints"],
+                        backend=backend, libipopt=WHEEL_LIB if backend == "libipopt" else None)
+        x, info = prob.solve()
+        out.append(info["obj_val"])
+        prob.close()
+    assert out[0] == pytest.approx(17.014017 + 1.0, rel=1e-6)
+    assert out[1] == pytest.approx(out[0], rel=1e-12)
+
+
 def test_callback_stop_and_nan_gradient_agree():
     ref, ref_seen = trace("cyipopt", HS071, stop_at=3)
     res, seen = trace("libipopt", HS071, stop_at=3)
@@ -167,7 +278,7 @@ def test_exception_in_our_own_callback_code_is_reraised(monkeypatch):
     prob = ipopt.Problem(kw.pop("fun"), kw.pop("x0"), **kw, backend="libipopt",
                          libipopt=WHEEL_LIB)
     # a wrong length: the copy into IPOPT's buffer fails
-    monkeypatch.setattr(prob.nlp, "gradient", lambda x: np.zeros(3))
+    monkeypatch.setattr(prob.nlp, "gradient", lambda x, new_x=None: np.zeros(3))
     with pytest.raises(ValueError, match="broadcast"):
         prob.solve()
     prob.close()
