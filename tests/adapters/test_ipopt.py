@@ -63,15 +63,17 @@ def hs071_derivatives(x, sigma, lam):
 
 
 def check_structures(prob):
-    """Jacobian/Hessian structures: in range, row-major sorted, duplicate-free, lower."""
+    """Structures in range and duplicate-free; the Jacobian column-major (CasADi's order:
+    MUMPS' fill depends on it), the Hessian's lower triangle row-major."""
     n, m = prob.n, prob.m
     jr, jc = prob.jacobianstructure()
     hr, hc = prob.hessianstructure()
-    for r, c, shape in ((jr, jc, (m, n)), (hr, hc, (n, n))):
+    for r, c, shape, major in ((jr, jc, (m, n), "col"), (hr, hc, (n, n), "row")):
         assert r.dtype == np.int32 and c.dtype == np.int32
         if r.size:
             assert r.min() >= 0 and r.max() < shape[0] and c.min() >= 0 and c.max() < shape[1]
-            key = r.astype(np.int64) * shape[1] + c
+            key = (c.astype(np.int64) * shape[0] + r if major == "col"
+                   else r.astype(np.int64) * shape[1] + c)
             assert np.all(np.diff(key) > 0), "not sorted / has duplicates"
     assert np.all(hr >= hc), "Hessian structure must be the lower triangle"
 
