@@ -400,3 +400,33 @@ def test_bad_arguments():
         sa.color_hessian(banded(4, 5, 1, 1))
     with pytest.raises(ValueError, match="method must be"):
         sa.color_hessian(p, method="magic")
+
+
+def test_save_load_agree_on_the_npz_suffix(tmp_path):
+    """numpy's savez appends ``.npz``; load finds the file under the name given to save."""
+    c = sa.color_hessian(banded(12, 12, 2, 2), method="acyclic")
+    c.save(tmp_path / "c")  # numpy writes c.npz
+    assert sa.ColoringResult.load(tmp_path / "c") == c  # was FileNotFoundError
+    assert sa.ColoringResult.load(str(tmp_path / "c")) == c
+    assert sa.ColoringResult.load(tmp_path / "c.npz") == c
+    with open(tmp_path / "c.npz", "rb") as fh:
+        assert sa.ColoringResult.load(fh) == c
+
+
+def test_load_of_a_missing_corrupt_or_foreign_file_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ColoringResult.load: no file .*ColoringResult"
+                                                r"\.save"):
+        sa.ColoringResult.load(tmp_path / "missing")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip archive at all")
+    with pytest.raises(ValueError, match="not a file written by ColoringResult.save.*not an "
+                                         ".npz archive"):
+        sa.ColoringResult.load(tmp_path / "junk.npz")  # was numpy's "pickled (object) data"
+    banded(5, 5, 1, 1).save(tmp_path / "pattern.npz")  # a pattern is not a coloring
+    with pytest.raises(ValueError, match="ColoringResult.save.*not .*'mode'"):
+        sa.ColoringResult.load(tmp_path / "pattern.npz")
+    c = sa.color_jacobian(banded(6, 6, 1, 1))
+    c.save(tmp_path / "bad_mode.npz")
+    z = dict(np.load(tmp_path / "bad_mode.npz"))
+    np.savez(tmp_path / "bad_mode.npz", **{**z, "mode": np.array("sideways")})
+    with pytest.raises(ValueError, match="unknown coloring mode 'sideways'"):
+        sa.ColoringResult.load(tmp_path / "bad_mode.npz")

@@ -6,11 +6,13 @@ import dataclasses
 
 import numpy as np
 
-from .._pattern import SparsityPattern, matplotlib_spy, text_spy
+from .._pattern import SparsityPattern, load_npz, matplotlib_spy, text_spy
 
 JACOBIAN_MODES = ("forward", "reverse", "bidirectional")
 HESSIAN_METHODS = ("star", "acyclic")
 _ALL_MODES = JACOBIAN_MODES + HESSIAN_METHODS
+_FORMAT = "sparseopt_adapters.ColoringResult/1"
+_SAVED = ("rows", "cols", "shape", "mode", "order", "colors")  # (files of format 0 had no "format")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -175,7 +177,18 @@ class ColoringResult:
 
     # -- persistence ------------------------------------------------------------------
     def save(self, file) -> None:
-        """Save pattern and colors to ``.npz``; [`ColoringResult.load`][] rebuilds the rest."""
+        """Save pattern and colors to ``.npz`` (numpy adds ``.npz`` to a name without it, and
+        [`ColoringResult.load`][] does too); `load` rebuilds the rest.
+
+        Example:
+            >>> import os, tempfile
+            >>> import sparseopt_adapters as sa
+            >>> c = sa.color_hessian(sa.SparsityPattern.identity(4))
+            >>> path = os.path.join(tempfile.mkdtemp(), "coloring")
+            >>> c.save(path)
+            >>> sa.ColoringResult.load(path) == c
+            True
+        """
         m, n = self.pattern.shape
         np.savez_compressed(
             file,
@@ -185,21 +198,27 @@ class ColoringResult:
             mode=np.array(self.mode),
             order=np.array(self.order),
             colors=self._raw_colors,
+            format=np.array(_FORMAT),
         )
 
     @classmethod
     def load(cls, file) -> ColoringResult:
-        """Load a coloring saved by [`ColoringResult.save`][] (its validity is re-checked)."""
-        with np.load(file) as z:
-            pattern = SparsityPattern(z["rows"], z["cols"], tuple(int(s) for s in z["shape"]))
-            mode = str(z["mode"])
-            order = str(z["order"])
-            colors = np.asarray(z["colors"])
+        """Load a coloring saved by [`ColoringResult.save`][] (``.npz`` added if missing; its
+        validity is re-checked). A missing, corrupt or foreign file raises an error that
+        says so."""
+        z = load_npz(file, _SAVED, "ColoringResult")
+        pattern = SparsityPattern(z["rows"], z["cols"],
+                                  tuple(int(s) for s in np.asarray(z["shape"]).ravel()))
+        mode = str(z["mode"])
+        order = str(z["order"])
         if mode not in _ALL_MODES:
-            raise ValueError(f"{file!r} holds an unknown coloring mode {mode!r}.")
+            raise ValueError(
+                f"ColoringResult.load: {file!r} holds an unknown coloring mode {mode!r} (one of "
+                f"{_ALL_MODES} expected). Load a file saved with ColoringResult.save."
+            )
         from ._decompression import BUILDERS
 
-        return BUILDERS[mode](pattern, colors, order)
+        return BUILDERS[mode](pattern, np.asarray(z["colors"]), order)
 
     # -- identity / pictures ----------------------------------------------------------
     def __eq__(self, other):
