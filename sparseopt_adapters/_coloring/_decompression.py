@@ -12,6 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.csgraph as csgraph
 
+from . import _kernels
 from ._graphs import (
     BipartiteGraph,
     _column_coloring_valid,
@@ -130,20 +131,65 @@ def build_bidirectional(pattern, colors, order):
 
 
 def _check_symmetric(pattern, colors, mode, check=True):
-    n = pattern.shape[0]
     if check and not _symmetric(pattern):
-        raise ValueError(f"{mode} coloring needs a symmetric pattern; use pattern.symmetrize().")
+        raise _not_symmetric(mode)
+    return _one_color_per_vertex(pattern, colors, mode)
+
+
+def _one_color_per_vertex(pattern, colors, mode):
+    n = pattern.shape[0]
     colors = np.asarray(colors, dtype=np.int64).reshape(-1)
     if colors.size != n:
         raise ValueError(f"{mode} coloring needs one color per vertex ({n}), got {colors.size}.")
     return colors
 
 
+def _not_symmetric(mode):
+    return ValueError(f"{mode} coloring needs a symmetric pattern; use pattern.symmetrize().")
+
+
+def _row_ptr(pattern):
+    ptr = np.zeros(pattern.shape[0] + 1, np.int64)
+    np.cumsum(pattern.row_counts(), out=ptr[1:])
+    return ptr
+
+
+def _star_invalid(pattern, i):
+    r, c = pattern.rows[i], pattern.cols[i]
+    return ValueError(
+        f"Invalid star coloring: Hessian entry ({r}, {c}) cannot be read from any "
+        "product. Recompute it with color_hessian(pattern, method='star')."
+    )
+
+
 def build_star(pattern, colors, order, check=True):
+    """Direct decompression data of a star coloring: compiled ([`_numba.star_gather`][])
+    when the kernels are used for this size, else numpy ([`_star_numpy`][]); both give the
+    same arrays."""
     n = pattern.shape[0]
-    raw = _check_symmetric(pattern, colors, "star", check)
-    r, c = pattern.rows, pattern.cols
+    raw = _one_color_per_vertex(pattern, colors, "star")
     k = int(raw.max()) + 1 if raw.size else 0
+    out = _kernels.star_gather(n, _row_ptr(pattern), pattern.cols, raw, k)
+    if out is None:
+        if check and not _symmetric(pattern):
+            raise _not_symmetric("star")
+        seed_colors, n_used, gather = _star_numpy(pattern, raw, k)
+    else:
+        status, entry, seed_colors, n_used, gather = out
+        if status == 2:
+            raise _not_symmetric("star")
+        if status == 1:
+            raise _star_invalid(pattern, entry)
+    labels = gather // max(n, 1)
+    return ColoringResult(pattern, "star", order, seed_colors, np.full(n, -1), n_used, 0,
+                          gather, None, raw, labels)
+
+
+def _star_numpy(pattern, raw, k):
+    """``(seed_colors, n_used, gather)`` of a star coloring, vectorised (the reference of the
+    compiled kernel, and the path below ``_kernels.COLD_NNZ``)."""
+    n = pattern.shape[0]
+    r, c = pattern.rows, pattern.cols
     count = _counter(r[r != c], raw[c[r != c]], n)
     diag = r == c
     # option a: read (H s_{color[c]})[r]; valid when c is r's only neighbor of that color
@@ -154,11 +200,7 @@ def build_star(pattern, colors, order, check=True):
     lower = np.flatnonzero(r >= c)
     bad = ~(ok_a[lower] | ok_b[lower])
     if bad.any():
-        i = lower[np.flatnonzero(bad)[0]]
-        raise ValueError(
-            f"Invalid star coloring: Hessian entry ({r[i]}, {c[i]}) cannot be read from any "
-            "product. Recompute it with color_hessian(pattern, method='star')."
-        )
+        raise _star_invalid(pattern, lower[np.flatnonzero(bad)[0]])
     lr, lc = r[lower], c[lower]
     use_a, used = _choose(raw[lc], raw[lr], ok_a[lower], ok_b[lower], k)
     remap = np.full(k + 1, -1, np.int64)
@@ -171,9 +213,7 @@ def build_star(pattern, colors, order, check=True):
     upper = np.flatnonzero(r < c)
     mirror = _mirror(r, c, n)
     gather[upper] = gather[mirror[upper]]
-    labels = gather // max(n, 1)
-    return ColoringResult(pattern, "star", order, seed_colors, np.full(n, -1), int(u.size), 0,
-                          gather, None, raw, labels)
+    return seed_colors, int(u.size), gather
 
 
 def _pointer_jump(value, ptr):
@@ -189,20 +229,66 @@ def _pointer_jump(value, ptr):
 
 
 def build_acyclic(pattern, colors, order, check=True):
+    """Substitution data of an acyclic coloring: compiled
+    ([`_numba.acyclic_substitution`][]) when the kernels are used for this size, else
+    numpy ([`_acyclic_numpy`][]); both give the same arrays."""
     n = pattern.shape[0]
-    raw = _check_symmetric(pattern, colors, "acyclic", check)
+    raw = _one_color_per_vertex(pattern, colors, "acyclic")
     if np.any(raw < 0):
         raise ValueError("acyclic coloring needs a color >= 0 for every vertex.")
     k = int(raw.max()) + 1 if raw.size else 0
+    out = _kernels.acyclic_substitution(n, _row_ptr(pattern), pattern.cols, raw, k)
+    if out is None:
+        if check and not _symmetric(pattern):
+            raise _not_symmetric("acyclic")
+        subst, gather = _acyclic_numpy(pattern, raw, k)
+    else:
+        status, entry, slots, signs, widths, n_rows, cpos, cend, csign, gather = out
+        if status == 3:
+            raise _not_symmetric("acyclic")
+        if status == 1:
+            raise _acyclic_adjacent(pattern, raw, entry)
+        if status == 2:
+            raise _acyclic_cycle()
+        blocks = []
+        offset = 0
+        for w, rows in zip(widths.tolist(), n_rows.tolist(), strict=True):
+            size = w * rows
+            blocks.append((_ro(slots[offset:offset + size].reshape(rows, w)),
+                           _ro(signs[offset:offset + size].reshape(rows, w), np.float64)))
+            offset += size
+        subst = Substitution(blocks=tuple(blocks), child_pos=_ro(cpos), child_end=_ro(cend),
+                             child_sign=_ro(csign, np.float64))
+    labels = raw[pattern.cols]
+    return ColoringResult(pattern, "acyclic", order, raw, np.full(n, -1), k, 0, gather, subst,
+                          raw, labels)
+
+
+def _acyclic_adjacent(pattern, raw, i):
+    r, c = pattern.rows[i], pattern.cols[i]
+    return ValueError(
+        f"Invalid acyclic coloring: adjacent vertices {r} and {c} share color "
+        f"{raw[r]}. Recompute it with color_hessian(pattern, method='acyclic')."
+    )
+
+
+def _acyclic_cycle():
+    return ValueError(
+        "Invalid acyclic coloring: a 2-colored subgraph has a cycle, so substitution "
+        "cannot recover it. Recompute it with color_hessian(pattern, method='acyclic')."
+    )
+
+
+def _acyclic_numpy(pattern, raw, k):
+    """``(substitution, gather)`` of an acyclic coloring, vectorised with scipy's graph
+    routines (the reference of the compiled kernel, and the path below
+    ``_kernels.COLD_NNZ``)."""
+    n = pattern.shape[0]
     r, c = pattern.rows, pattern.cols
     diag = r == c
     bad = ~diag & (raw[r] == raw[c])
     if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"Invalid acyclic coloring: adjacent vertices {r[i]} and {c[i]} share color "
-            f"{raw[r[i]]}. Recompute it with color_hessian(pattern, method='acyclic')."
-        )
+        raise _acyclic_adjacent(pattern, raw, int(np.flatnonzero(bad)[0]))
     lower = np.flatnonzero(r > c)
     lr, lc = r[lower], c[lower]
     ne = lower.size
@@ -219,10 +305,7 @@ def build_acyclic(pattern, colors, order, check=True):
     else:
         n_comp, comp = 0, np.zeros(0, np.int64)
     if ne != nn - n_comp:
-        raise ValueError(
-            "Invalid acyclic coloring: a 2-colored subgraph has a cycle, so substitution "
-            "cannot recover it. Recompute it with color_hessian(pattern, method='acyclic')."
-        )
+        raise _acyclic_cycle()
     if nn:
         deg = np.bincount(np.concatenate([na, nb]), minlength=nn)
         # root each tree at a leaf (lowest degree, then lowest index): path-like trees are
@@ -314,9 +397,7 @@ def build_acyclic(pattern, colors, order, check=True):
     gather[lower] = ext + np.arange(ne)
     upper = np.flatnonzero(r < c)
     gather[upper] = gather[_mirror(r, c, n)[upper]]
-    labels = raw[c]
-    return ColoringResult(pattern, "acyclic", order, raw, np.full(n, -1), k, 0, gather, subst,
-                          raw, labels)
+    return subst, gather
 
 
 BUILDERS = {

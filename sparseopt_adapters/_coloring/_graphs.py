@@ -276,7 +276,9 @@ def _transposed(rows, cols, n, ptr=None):
 
     A stable sort of the column indices (numpy's radix sort for integers) keeps the rows in
     order within each column."""
-    source = np.argsort(cols, kind="stable")
+    source = _kernels.transpose_source(n, cols)
+    if source is None:
+        source = np.argsort(cols, kind="stable")
     indptr = np.zeros(n + 1, np.int64)
     np.cumsum(np.bincount(cols, minlength=n), out=indptr[1:])
     return indptr, rows[source], source

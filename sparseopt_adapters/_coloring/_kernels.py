@@ -23,6 +23,8 @@ forces them, ``=numba`` forces the compiled ones).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import tempfile
 import threading
@@ -34,10 +36,11 @@ from . import _python
 _LOCK = threading.Lock()
 _COMPILED = None  # the module of compiled kernels (imported, numba decorated), False: none
 _WARMING = None  # the background process that compiles them into the disk cache
+_NNZ = contextvars.ContextVar("sparseopt_adapters_coloring_nnz", default=None)
 # Below this many CSR entries a graph is colored by the pure-Python kernels unless the
 # compiled kernel is already in memory: the Python loop costs less than importing numba and
 # loading the kernels (about 0.5-1.5 s from the disk cache). Both give the same colors.
-SMALL_GRAPH = 20_000
+COLD_NNZ = 20_000
 # Up to this many entries, a kernel that is not in the disk cache yet (the first run on a
 # machine, or a new numba) is not compiled in the user's process: the Python kernel runs
 # (a few seconds at most) while a background process compiles every kernel into the cache
@@ -147,7 +150,9 @@ def available() -> bool:
 
 
 def _use_compiled(size: int, kernel: str) -> bool:
-    """Whether to run ``kernel`` compiled on a graph with ``size`` CSR entries."""
+    """Whether to run ``kernel`` compiled, for a coloring of a pattern of ``size`` entries
+    (the pattern's ``nnz`` set by [`pattern_size`][]; ``size`` is the kernel's own graph
+    when no pattern is set). The one place that decides (see ``COLD_NNZ``)."""
     if _COMPILED is False:
         return False
     mode = _mode()
@@ -155,21 +160,40 @@ def _use_compiled(size: int, kernel: str) -> bool:
         return False
     if _COMPILED is not None and getattr(_COMPILED, kernel).signatures:
         return True  # in memory already
-    if size < SMALL_GRAPH and mode != "numba":
+    nnz = _NNZ.get()
+    nnz = size if nnz is None else nnz
+    if nnz < COLD_NNZ and mode != "numba":
         return False
     kernels = _compiled()
     if not kernels:
         return False
     if hasattr(_WARMING, "poll"):
         _WARMING.poll()  # reap the background compiler once it is done
-    if mode == "numba" or size >= COMPILE_GRAPH or _in_disk_cache(getattr(kernels, kernel)):
+    if mode == "numba" or nnz >= COMPILE_GRAPH or _in_disk_cache(getattr(kernels, kernel)):
         return True
     compile_in_background()
     return False
 
 
+@contextlib.contextmanager
+def pattern_size(nnz: int):
+    """Within this block the kernels are chosen for a pattern of ``nnz`` entries (set by
+    the public entry points, so that every kernel of one coloring makes the same choice)."""
+    token = _NNZ.set(int(nnz))
+    try:
+        yield
+    finally:
+        _NNZ.reset(token)
+
+
 def _i64(a):
-    return np.ascontiguousarray(a, dtype=np.int64)
+    """A contiguous read-only int64 array (a view when it already is int64): every kernel
+    sees one array type, so numba loads one signature per kernel."""
+    a = np.ascontiguousarray(a, dtype=np.int64)
+    if a.flags.writeable:
+        a = a.view()
+        a.flags.writeable = False
+    return a
 
 
 # -- dispatch (same signatures as _python) ----------------------------------------------------
@@ -230,3 +254,24 @@ def distance2_degree(nv, v_ptr, v_idx, o_ptr, o_idx):
     if not _use_compiled(v_idx.size, "distance2_degree"):
         return None
     return _COMPILED.distance2_degree(nv, _i64(v_ptr), _i64(v_idx), _i64(o_ptr), _i64(o_idx))
+
+
+def transpose_source(n, cols):
+    """Stable counting sort of ``cols`` (compiled), or None (then numpy's stable argsort)."""
+    if not _use_compiled(cols.size, "transpose_source"):
+        return None
+    return _COMPILED.transpose_source(n, _i64(cols))
+
+
+def star_gather(n, ptr, idx, raw, k):
+    """Compiled star decompression data (see ``_numba.star_gather``), or None."""
+    if not _use_compiled(idx.size, "star_gather"):
+        return None
+    return _COMPILED.star_gather(n, _i64(ptr), _i64(idx), _i64(raw), k)
+
+
+def acyclic_substitution(n, ptr, idx, raw, k):
+    """Compiled substitution data (see ``_numba.acyclic_substitution``), or None."""
+    if not _use_compiled(idx.size, "acyclic_substitution"):
+        return None
+    return _COMPILED.acyclic_substitution(n, _i64(ptr), _i64(idx), _i64(raw), k)

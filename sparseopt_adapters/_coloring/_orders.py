@@ -42,6 +42,17 @@ class AbstractOrder(abc.ABC):
         """The vertices of ``graph`` in visiting order (a permutation of ``range(nv)``)."""
 
 
+def _memo(graph, name, compute):
+    """The order ``name`` of ``graph``, computed once per graph (the star and the acyclic
+    search of ``method="auto"`` visit the same graph in the same orders)."""
+    cache = graph.__dict__.setdefault("_order_cache", {})
+    if name not in cache:
+        perm = compute()
+        perm.flags.writeable = False
+        cache[name] = perm
+    return cache[name]
+
+
 @dataclasses.dataclass(frozen=True)
 class NaturalOrder(AbstractOrder):
     name: str = "natural"
@@ -78,7 +89,8 @@ class _DynamicDegree(AbstractOrder):
     needs_adjacency: bool = True
 
     def vertices(self, graph):
-        return _kernels.dynamic_order(self.name, graph.nv, *graph.adjacency())
+        return _memo(graph, self.name,
+                     lambda: _kernels.dynamic_order(self.name, graph.nv, *graph.adjacency()))
 
 
 def SmallestLast():  # noqa: N802  (a constructor, named like the other orders)
@@ -103,7 +115,8 @@ class DSatur(AbstractOrder):
     needs_adjacency: bool = True
 
     def vertices(self, graph):
-        return _kernels.dsatur_order(graph.nv, *graph.adjacency())
+        return _memo(graph, self.name,
+                     lambda: _kernels.dsatur_order(graph.nv, *graph.adjacency()))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

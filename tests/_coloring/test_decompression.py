@@ -94,3 +94,92 @@ def test_benchmark_patterns_color_counts():
     assert sa.sparse_hessian(torsion, _x(63, 1), method="acyclic").n_colors == 4
     jac = sa.sparse_jacobian(steering, _x(66, 2))
     assert (jac.coloring.mode, jac.n_colors) == ("forward", 5)  # dense tf column: its own color
+
+
+# -- compiled decompression builders against the numpy reference, array for array -----------
+def _builder_cases():
+    import test_coloring as T
+
+    from .patterns import EXTRA_SYM
+    from .test_kernels import SYM
+
+    pats = list(SYM) + list(T.SYM_PATTERNS.values()) + list(EXTRA_SYM.values())
+    for p in pats:
+        p = p if p.is_symmetric() else p.symmetrize()
+        for method in ("star", "acyclic"):
+            for order in ("natural", "smallest_last", "random", "best"):
+                yield p, method, sa.color_hessian(p, method=method, order=order,
+                                                  warn=False).colors
+        # acyclic colorings are often star colorings too: a second input per pattern
+        yield p, "star", sa.color_hessian(p, method="acyclic", warn=False).colors
+
+
+def _numpy_builder(p, method, colors):
+    from sparseopt_adapters._coloring import _decompression as D
+
+    raw = np.asarray(colors, np.int64)
+    k = int(raw.max()) + 1 if raw.size else 0
+    if method == "star":
+        return D._star_numpy(p, raw, k)
+    return D._acyclic_numpy(p, raw, k)
+
+
+def _arrays(res):
+    out = [res.column_colors, res.gather, res._labels, np.array([res.n_forward])]
+    return out + (res.substitution.arrays() if res.substitution is not None else [])
+
+
+def test_compiled_decompression_data_equals_the_numpy_reference(monkeypatch):
+    """The numba builders (``star_gather``, ``acyclic_substitution``) give the numpy
+    builders' arrays exactly: seeds, gather, and every substitution block."""
+    if not _kernels._compiled():
+        pytest.skip("numba is not importable")
+    from sparseopt_adapters._coloring import _decompression as D
+
+    n_cases = 0
+    for p, method, colors in _builder_cases():
+        try:
+            _numpy_builder(p, method, colors)
+        except ValueError:
+            continue  # (a star input that is no star coloring: see the next test)
+        monkeypatch.setenv("SPARSEOPT_ADAPTERS_COLORING", "numba")
+        fast = D.BUILDERS[method](p, colors, "x")
+        monkeypatch.setattr(_kernels, "_COMPILED", False)
+        slow = D.BUILDERS[method](p, colors, "x")
+        monkeypatch.undo()
+        a, b = _arrays(fast), _arrays(slow)
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)
+        n_cases += 1
+    assert n_cases > 100
+
+
+def test_compiled_builders_reject_what_the_numpy_ones_reject(monkeypatch):
+    """Invalid colors: the same error (message included) from either builder."""
+    if not _kernels._compiled():
+        pytest.skip("numba is not importable")
+    from sparseopt_adapters._coloring import _decompression as D
+
+    from .patterns import banded, stencil
+
+    cases = [
+        (banded(12, 12, 2, 2), "star", np.arange(12) % 3),     # a path colored 0 1 2 0 ...
+        (banded(12, 12, 2, 2), "acyclic", np.arange(12) % 2),  # adjacent, same color
+        (stencil(4, 4), "acyclic", (np.arange(16) + np.arange(16) // 4) % 2),  # 4-cycles
+        (banded(5, 5, 1, 0), "star", np.arange(5)),  # not symmetric
+        (banded(5, 5, 1, 0), "acyclic", np.arange(5)),
+    ]
+    for p, method, colors in cases:
+        msgs = []
+        for compiled in (True, False):
+            with monkeypatch.context() as m:
+                if compiled:
+                    m.setenv("SPARSEOPT_ADAPTERS_COLORING", "numba")
+                else:
+                    m.setattr(_kernels, "_COMPILED", False)
+                with pytest.raises(ValueError) as e:
+                    D.BUILDERS[method](p, colors, "x")
+                msgs.append(str(e.value))
+        assert msgs[0] == msgs[1], (method, msgs)
