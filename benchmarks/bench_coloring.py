@@ -66,44 +66,95 @@ def cases(quick):
     ]
 
 
-COLD = """
-import time
-t = time.perf_counter()
-import sys
+FRESH = """
+import json, sys, time
 sys.path.insert(0, {patterns!r})
 import sparseopt_adapters as sa
-from patterns import brybnd_hessian
-p = brybnd_hessian({n})
+import patterns
+what, kind, arg = sys.argv[1:4]
+if kind == "file":
+    p = sa.SparsityPattern.load(arg)
+else:
+    p = getattr(patterns, kind)(*[int(a) for a in arg.split(",")])
+color = sa.color_hessian if what == "hess" else sa.color_jacobian
+t0 = time.perf_counter()
+c = color(p, warn=False)
 t1 = time.perf_counter()
-c = sa.color_hessian(p)
+c = color(p, warn=False)
 t2 = time.perf_counter()
-c = sa.color_hessian(p)
-t3 = time.perf_counter()
-print(t1 - t, t2 - t1, t3 - t2, c.n_colors)
+print(json.dumps(dict(first=t1 - t0, second=t2 - t1, colors=c.n_colors, mode=c.mode,
+                      numba="numba" in sys.modules)))
 from sparseopt_adapters._coloring import _kernels
 if hasattr(_kernels._WARMING, "wait"):
-    _kernels._WARMING.wait()  # the background compiler fills the cache for the next run
+    _kernels._WARMING.wait()  # a background compiler fills the cache for the next run
 """
 
 
-def cold_runs(n):
-    """(label, import s, first colouring s, second colouring s) in fresh processes."""
-    code = COLD.format(patterns=str(ROOT / "tests" / "_coloring"), n=n)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = []
-    with tempfile.TemporaryDirectory() as empty:
-        for label, extra in (("empty disk cache (compiles in the background)",
-                              {"NUMBA_CACHE_DIR": empty}),
-                             ("disk cache filled by the run above", {"NUMBA_CACHE_DIR": empty}),
-                             ("default cache location", {})):
-            r = subprocess.run([sys.executable, "-c", code], env={**env, **extra},
-                               capture_output=True, text=True, timeout=900)
-            if r.returncode:
-                out.append((label, None, None, None, r.stderr.strip().splitlines()[-1]))
-                continue
-            t_imp, t_first, t_second, k = r.stdout.split()
-            out.append((label, float(t_imp), float(t_first), float(t_second), f"{k} colors"))
-    return out
+def fresh(what, kind, arg, env_extra):
+    """The first and second colouring of one pattern in a fresh process (dict)."""
+    code = FRESH.format(patterns=str(ROOT / "tests" / "_coloring"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
+    r = subprocess.run([sys.executable, "-c", code, what, kind, arg], env=env, capture_output=True,
+                       text=True, timeout=900)
+    if r.returncode:
+        raise RuntimeError(r.stderr.strip().splitlines()[-1])
+    import json
+
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main_example_pattern(nc, folder):
+    """The Jacobian pattern of ``examples/sparse_operator_fit.py`` (detected once, saved)."""
+    path = pathlib.Path(folder) / f"main_example_nc{nc}.npz"
+    if not path.exists():
+        import jax
+        import jax.numpy as jnp
+
+        jax.config.update("jax_enable_x64", True)
+        sys.path.insert(0, str(ROOT / "examples"))
+        from sparse_operator_fit import make_problem
+
+        residual, G0, targets, _ = make_problem(nc)
+        sa.jacobian_sparsity(lambda G: jnp.concatenate(residual(G, targets)), G0).save(path)
+    return str(path)
+
+
+def cold_table(quick, folder):
+    """Per pattern size: the first colouring in a fresh process with the Python kernels,
+    with numba (warm disk cache: import numba + load each kernel + run), and the warm
+    numba call. The rows decide ``_kernels.COLD_NNZ``."""
+    from sparseopt_adapters._coloring import _kernels
+
+    if not _kernels.available():
+        return []
+    bry = (1000, 5000) if quick else (250, 1000, 2500, 5000, 10_000, 20_000)
+    grid = (30, 70) if quick else (20, 45, 70, 100, 150, 220)
+    specs = [(f"BRYBND Hessian n={n}", "hess", "brybnd_hessian", str(n)) for n in bry]
+    specs += [(f"5-point Jacobian {g}x{g}", "jac", "stencil", f"{g},{g}") for g in grid]
+    for nc in ((12,) if quick else (12, 20, 28)):
+        specs.append((f"main example J, nc={nc}", "jac", "file",
+                      main_example_pattern(nc, folder)))
+    rows = []
+    for label, what, kind, arg in specs:
+        fresh(what, kind, arg, {"SPARSEOPT_ADAPTERS_COLORING": "numba"})  # warm disk cache
+        py = fresh(what, kind, arg, {"SPARSEOPT_ADAPTERS_COLORING": "python"})
+        nb = fresh(what, kind, arg, {"SPARSEOPT_ADAPTERS_COLORING": "numba"})
+        auto = fresh(what, kind, arg, {"SPARSEOPT_ADAPTERS_COLORING": "auto"})
+        nnz = _nnz(what, kind, arg)
+        rows.append((label, nnz, py["first"], nb["first"], nb["second"], auto["first"],
+                     "numba" if auto["numba"] else "python", f"{nb['colors']} {nb['mode']}",
+                     py["colors"] == nb["colors"]))
+    return rows
+
+
+def _nnz(what, kind, arg):
+    import patterns
+
+    if kind == "file":
+        p = sa.SparsityPattern.load(arg)
+    else:
+        p = getattr(patterns, kind)(*[int(a) for a in arg.split(",")])
+    return p.symmetrize().nnz if what == "hess" else p.nnz
 
 
 def main():
@@ -156,15 +207,24 @@ def main():
                     notes=["SMC (Julia) on a 1.77e6-nnz matrix: 0.42 s column, 0.57 s star, "
                            "0.68 s acyclic (PITFALLS.md)."])]
     if not a.no_cold:
-        n = 2000 if a.quick else 10_000
-        cold = cold_runs(n)
-        print(f"\nFresh process, BRYBND-type Hessian n={n}: import s, first colour s, second s")
+        from sparseopt_adapters._coloring import _kernels
+
+        with tempfile.TemporaryDirectory() as folder:
+            cold = cold_table(a.quick, folder)
+        cols = ("pattern", "nnz", "python 1st [s]", "numba cold 1st [s]", "numba warm [s]",
+                "auto 1st [s]", "auto used", "colors", "same colors")
+        print(f"\nFirst colouring in a fresh process (warm numba disk cache); COLD_NNZ = "
+              f"{_kernels.COLD_NNZ}")
+        print(" | ".join(cols))
+        print("|".join("---" for _ in cols))
         for r in cold:
-            print(" | ".join(f"{c:.3f}" if isinstance(c, float) else str(c) for c in r))
-        tables.append(table(f"Cold first call in a fresh process (BRYBND-type Hessian n={n})",
-                            ("numba cache", "peer", "import [s]", "first coloring [s]",
-                             "second coloring [s]", "result"),
-                            [(r[0], "-") + tuple(r[1:]) for r in cold]))
+            print(" | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in r))
+        tables.append(table("First colouring in a fresh process (warm numba disk cache): "
+                            "Python kernels vs numba cold start vs numba warm",
+                            ("pattern", "peer") + cols[1:],
+                            [(r[0], "-") + tuple(r[1:]) for r in cold],
+                            notes=[f"_kernels.COLD_NNZ = {_kernels.COLD_NNZ}: below it the "
+                                   "first call in a process uses the Python kernels."]))
     write_json(a.json, "coloring", tables, versions={"asdex": peer.split()[-1]})
 
 

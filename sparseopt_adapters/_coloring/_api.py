@@ -93,32 +93,35 @@ def color_jacobian(
             f"got {mode!r}."
         )
     m, n = pattern.shape
-    if mode == "forward":
-        res = _color_forward(pattern, order, seed).build()
-    elif mode == "reverse":
-        res = _color_reverse(pattern, order, seed).build()
-    elif mode == "bidirectional":
-        res = _color_bidirectional(pattern, order, seed)
-    else:
-        f = _color_forward(pattern, order, seed)
-        lazy = f
-        # a row coloring needs at least as many colors as the densest column has entries:
-        # skipped when that cannot beat the column coloring (ties go to forward)
-        col_max = int(np.bincount(pattern.cols, minlength=n).max()) if pattern.nnz else 0
-        if col_max < f.n_colors:
-            r = _color_reverse(pattern, order, seed)
-            if r.n_colors < f.n_colors:
-                lazy = r
-        res = None
-        if _bicoloring_promising(pattern, lazy.n_colors):
-            b = _color_bidirectional(pattern, order, seed)
-            if b.n_colors < lazy.n_colors:
-                res = b
-        if res is None:
-            res = lazy.build()
+    with _kernels.pattern_size(pattern.nnz, "jacobian"):
+        res = _jacobian(pattern, mode, order, seed)
     if warn:
         _maybe_warn(res, min(m, n), "Jacobian")
     return res
+
+
+def _jacobian(pattern, mode, order, seed):
+    n = pattern.shape[1]
+    if mode == "forward":
+        return _color_forward(pattern, order, seed).build()
+    if mode == "reverse":
+        return _color_reverse(pattern, order, seed).build()
+    if mode == "bidirectional":
+        return _color_bidirectional(pattern, order, seed)
+    f = _color_forward(pattern, order, seed)
+    lazy = f
+    # a row coloring needs at least as many colors as the densest column has entries:
+    # skipped when that cannot beat the column coloring (ties go to forward)
+    col_max = int(np.bincount(pattern.cols, minlength=n).max()) if pattern.nnz else 0
+    if col_max < f.n_colors:
+        r = _color_reverse(pattern, order, seed)
+        if r.n_colors < f.n_colors:
+            lazy = r
+    if _bicoloring_promising(pattern, lazy.n_colors):
+        b = _color_bidirectional(pattern, order, seed)
+        if b.n_colors < lazy.n_colors:
+            return b
+    return lazy.build()
 
 
 def color_hessian(
@@ -165,27 +168,41 @@ def color_hessian(
         raise ValueError(
             f"color_hessian: method must be 'auto', 'star' or 'acyclic', got {method!r}."
         )
-    if not _symmetric(pattern):
-        pattern = pattern.symmetrize()
-    if method in HESSIAN_METHODS:
-        res = _color_symmetric(pattern, order, seed, method).build()
-    else:
-        g = AdjacencyGraph(pattern)
-        star = _color_symmetric(pattern, order, seed, "star", graph=g)
-        res = None
-        # substitution costs a gather and a cumulative sum over every tree per call: about
-        # as much as one cheap HVP (Rosenbrock, n = 1e4: acyclic 2 colors 291 us vs star 3
-        # colors 86 us), so acyclic must save two colors; it cannot when star coloring is
-        # within one color of the clique bound
-        if star.n_colors > 3 and star.n_colors - 2 >= g.clique_bound():
-            acyclic = _color_symmetric(pattern, order, seed, "acyclic", graph=g)
-            if acyclic.n_colors <= star.n_colors - 2:
-                res = acyclic.build()
-        if res is None:
-            res = star.build()
+    with _kernels.pattern_size(pattern.nnz, "hessian"):
+        if not _symmetric(pattern):
+            pattern = pattern.symmetrize()
+        res = _hessian(pattern, method, order, seed)
     if warn:
         _maybe_warn(res, pattern.shape[0], "Hessian")
     return res
+
+
+def _hessian(pattern, method, order, seed):
+    if method in HESSIAN_METHODS:
+        return _color_symmetric(pattern, order, seed, method).build()
+    # "auto": acyclic when it saves at least two colors over star. Substitution costs a
+    # gather and a cumulative sum over every tree per call: about as much as one cheap HVP
+    # (Rosenbrock, n = 1e4: acyclic 2 colors 291 us vs star 3 colors 86 us). It cannot save
+    # two when star coloring is within one color of the clique bound.
+    #
+    # The same choice as coloring both fully, for less: an acyclic coloring in the first
+    # order (A0 colors) caps the star search at A0 + 1 (a star coloring needing more loses
+    # anyway), and the star count S caps the rest of the acyclic search at S - 2.
+    g = AdjacencyGraph(pattern)
+    if isinstance(order, str) and order == "best" and g.nv > _PYTHON_LARGE \
+            and not _kernels.available():
+        a0 = _color_symmetric(pattern, order, seed, "acyclic", graph=g)  # periodic only
+    else:
+        a0 = _color_symmetric(pattern, order, seed, "acyclic", graph=g, limit=1)
+    star = _color_symmetric(pattern, order, seed, "star", graph=g, cap=a0.n_colors + 1)
+    if star is None:  # every star coloring needs >= A0 + 2 colors: acyclic wins
+        return _color_symmetric(pattern, order, seed, "acyclic", graph=g).build()
+    if star.n_colors > 3 and star.n_colors - 2 >= g.clique_bound():
+        acyclic = _color_symmetric(pattern, order, seed, "acyclic", graph=g,
+                                   cap=star.n_colors - 2)
+        if acyclic is not None:
+            return acyclic.build()
+    return star.build()
 
 
 def _bicoloring_promising(pattern, best: int) -> bool:
@@ -296,39 +313,68 @@ def _cyclic_symmetric(g: AdjacencyGraph, algo, lb, below=None):
     return None
 
 
-def _best(graph, order, seed, color, lower_bound, first=None, thorough=False):
+def _best(graph, order, seed, color, lower_bound, first=None, thorough=False, cap=None,
+          limit=None):
     """Greedy coloring of ``graph`` in each candidate order; the fewest colors wins.
 
-    One function for both graphs: ``color(graph, perm)`` runs the kernel, ``first`` is an
-    already found coloring ``(colors, name)`` (the periodic one), and the search stops as soon
-    as a coloring reaches ``lower_bound``. Returns ``(colors, order name)``.
+    One function for both graphs: ``color(graph, order, cap)`` runs the kernel (it may give
+    up, returning None, once more than ``cap`` colors are needed), ``first`` is an already
+    found coloring ``(colors, name)`` (the periodic one), and the search stops as soon as a
+    coloring reaches ``lower_bound``. An order only matters if it beats the best so far, so
+    each order after the first is capped at one color less than the best (the result is the
+    same as running every order in full). Only colorings of at most ``cap`` colors count;
+    ``limit``: try only that many orders. Returns ``(colors, order name)``, or None when no
+    order reaches ``cap``.
     """
     orders, _ = candidates(order, graph, seed, thorough)
+    if limit is not None:
+        orders = orders[:limit]
     best = None
     if first is not None:
         best = (first[0], first[1], _n_distinct(first[0]))
         if best[2] <= lower_bound:
             return best[0], best[1]
     for o in orders:
-        colors = color(graph, o.vertices(graph))
+        c = cap if best is None else best[2] - 1 if cap is None else min(cap, best[2] - 1)
+        colors = color(graph, o, c)
+        if colors is None:
+            continue
         k = _n_distinct(colors)
-        if best is None or k < best[2]:
+        if (c is None or k <= c) and (best is None or k < best[2]):
             best = (colors, o.name, k)
-        if best[2] <= lower_bound:
+        if best is not None and best[2] <= lower_bound:
             break
-    return best[0], best[1]
+    return None if best is None else (best[0], best[1])
 
 
-def _distance2(bg: BipartiteGraph, perm):
+def _distance2(bg: BipartiteGraph, o, cap):
+    perm = o.vertices(bg)
     return _kernels.greedy_distance2(bg.nv, bg.no, bg.v_ptr, bg.v_idx, bg.o_ptr, bg.o_idx, perm)
 
 
-def _star(g: AdjacencyGraph, perm):
-    return _kernels.star_coloring(g.nv, g.ptr, g.idx, g.eid, g.n_edges, perm)
+def _symmetric_kernel(algo):
+    kernel = _kernels.star_coloring if algo == "star" else _kernels.acyclic_coloring
 
+    def color(g: AdjacencyGraph, o, cap):
+        """The ``algo`` coloring of ``g`` in order ``o`` (None: more than ``cap`` colors),
+        computed once per graph, order and cap (auto's star and acyclic searches share
+        them)."""
+        memo = g.__dict__.setdefault("_coloring_cache", {})
+        key = (algo, o.name)
+        cap = g.nv + 1 if cap is None else cap
+        hit = memo.get(key)
+        if hit is not None:
+            colors, tried = hit
+            if colors is not None:
+                return colors if _n_distinct(colors) <= cap else None
+            if cap <= tried:
+                return None  # gave up at a larger cap already
+        colors = kernel(g.nv, g.ptr, g.idx, g.eid, g.n_edges, o.vertices(g), cap)
+        colors = colors if colors.size == g.nv else None
+        memo[key] = (colors, cap)
+        return colors
 
-def _acyclic(g: AdjacencyGraph, perm):
-    return _kernels.acyclic_coloring(g.nv, g.ptr, g.idx, g.eid, g.n_edges, perm)
+    return color
 
 
 def _best_distance2(bg: BipartiteGraph, order, seed, thorough=False):
@@ -339,25 +385,29 @@ def _best_distance2(bg: BipartiteGraph, order, seed, thorough=False):
     return _best(bg, order, seed, _distance2, bg.lower_bound, first, thorough)
 
 
-def _best_symmetric(g: AdjacencyGraph, order, seed, algo, thorough=False, cyclic=True):
-    lb = max(g.star_lower_bound() if algo == "star" else g.lower_bound, g.clique_bound())
-    color = _star if algo == "star" else _acyclic
-    is_best = cyclic and isinstance(order, str) and order == "best"
+def _best_symmetric(g: AdjacencyGraph, order, seed, algo, thorough=False, cyclic=True,
+                    cap=None, limit=None):
+    """The fewest-color star or acyclic coloring over the candidate orders (and the periodic
+    one), or None when none needs at most ``cap`` colors. ``limit``: only that many orders,
+    no periodic coloring."""
+    lb = g.symmetric_lower_bound(algo)
+    color = _symmetric_kernel(algo)
+    is_best = cyclic and limit is None and isinstance(order, str) and order == "best"
     if is_best and g.nv > _PYTHON_LARGE and not _kernels.available():
         # without numba the greedy loops are slow: the vectorised periodic coloring only
         cyc = _cyclic_symmetric(g, algo, lb)
         if cyc is not None:
-            return cyc[0], "cyclic"
-    colors, name = _best(g, order, seed, color, lb, None, thorough)
+            return (cyc[0], "cyclic") if cap is None or cyc[1] <= cap else None
+    found = _best(g, order, seed, color, lb, None, thorough, cap, limit)
     if is_best:
         # the periodic coloring v mod k, for the k below the greedy count (it wins on some
         # grids: 3 acyclic colors on a 5-point stencil where greedy needs 4)
-        k = _n_distinct(colors)
+        k = _n_distinct(found[0]) if found is not None else cap + 1
         if k > lb:
             cyc = _cyclic_symmetric(g, algo, lb, below=k)
             if cyc is not None:
                 return cyc[0], "cyclic"
-    return colors, name
+    return found
 
 
 # without compiled kernels, symmetric graphs above this many vertices get the periodic
@@ -365,10 +415,14 @@ def _best_symmetric(g: AdjacencyGraph, order, seed, algo, thorough=False, cyclic
 _PYTHON_LARGE = 20_000
 
 
-def _color_symmetric(pattern, order, seed, algo, graph=None):
-    """Star or acyclic coloring; the decompression data is built only if it is chosen."""
+def _color_symmetric(pattern, order, seed, algo, graph=None, cap=None, limit=None):
+    """Star or acyclic coloring; the decompression data is built only if it is chosen.
+    None when no coloring of at most ``cap`` colors was found (see [`_best`][])."""
     g = graph if graph is not None else AdjacencyGraph(pattern)
-    colors, name = _best_symmetric(g, order, seed, algo)
+    found = _best_symmetric(g, order, seed, algo, cap=cap, limit=limit)
+    if found is None:
+        return None
+    colors, name = found
     if not g.n_edges:  # diagonal pattern: one color for all vertices with a diagonal entry
         colors = np.zeros(pattern.shape[0], np.int64)
     # the pattern was symmetrized by color_hessian; the colors are still re-validated
@@ -449,4 +503,9 @@ def coloring_from_colors(pattern: SparsityPattern, mode: str, colors) -> Colorin
     pattern = _check_pattern(pattern, "coloring_from_colors")
     if mode in HESSIAN_METHODS and not _symmetric(pattern):
         pattern = pattern.symmetrize()
-    return BUILDERS[mode](pattern, colors, "custom")
+    with _kernels.pattern_size(pattern.nnz, _problem(mode)):
+        return BUILDERS[mode](pattern, colors, "custom")
+
+
+def _problem(mode):
+    return "hessian" if mode in HESSIAN_METHODS else "jacobian"

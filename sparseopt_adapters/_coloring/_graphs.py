@@ -178,12 +178,24 @@ class AdjacencyGraph:
         degree and 16 spread over the index range): every coloring needs that many colors."""
         if not self.n_edges:
             return self.lower_bound
+        if "_clique" in self.__dict__:
+            return self.__dict__["_clique"]
         deg = self.degree()
         top = np.argsort(-deg, kind="stable")[:16]
         spread = np.linspace(0, self.nv - 1, 16).astype(np.int64)
         starts = np.unique(np.concatenate([top, spread]))
-        return max(self.lower_bound,
-                   _kernels.clique_lower_bound(self.nv, self.ptr, self.idx, starts))
+        self.__dict__["_clique"] = max(
+            self.lower_bound, _kernels.clique_lower_bound(self.nv, self.ptr, self.idx, starts))
+        return self.__dict__["_clique"]
+
+    def symmetric_lower_bound(self, algo: str) -> int:
+        """A lower bound on the colors of a star (``algo="star"``) or acyclic coloring
+        (computed once per graph)."""
+        key = "_lb_" + algo
+        if key not in self.__dict__:
+            own = self.star_lower_bound() if algo == "star" else self.lower_bound
+            self.__dict__[key] = max(own, self.clique_bound())
+        return self.__dict__[key]
 
     def star_lower_bound(self) -> int:
         """3 when an edge has two ends with another neighbor (a path on 4 vertices or a
@@ -221,7 +233,11 @@ def _star_valid(g: AdjacencyGraph, colors) -> bool:
 
 
 def _acyclic_valid(g: AdjacencyGraph, colors) -> bool:
-    """Distance-1, and every 2-colored subgraph is a forest (vectorised)."""
+    """Distance-1, and every 2-colored subgraph is a forest (compiled, else vectorised)."""
+    if colors.size and colors.min() >= 0:
+        fast = _kernels.acyclic_valid(g.nv, g.ptr, g.idx, colors, int(colors.max()) + 1)
+        if fast is not None:
+            return fast
     up = g.rows < g.cols
     r, c = g.rows[up], g.cols[up]
     if np.any(colors[r] == colors[c]):

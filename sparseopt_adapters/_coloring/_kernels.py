@@ -11,12 +11,22 @@ both give the same colors (same vertex visits, same tie-breaks): the tests compa
 - ``dynamic_order``: incidence degree, smallest last and dynamic largest first with degree
   buckets; ``dsatur_order``: DSATUR with a binary heap and a hash set of (vertex, color).
 
-numba is imported on the first call on a graph of ``SMALL_GRAPH`` entries or more, not with
-the package. The kernels use ``cache=True``: the machine code is written next to this file
+Which kernels serve a call is decided in one place, ``_use_compiled``, from one number a
+user can reason about: the ``nnz`` of the pattern being colored (the symmetrized one for
+Hessians). A process that has not loaded numba yet pays its cold start on the first
+compiled call: importing numba (0.15-0.35 s), numba's first cached-overload load (0.2-0.4 s,
+its target context) and 3-20 ms per kernel -- 0.4-0.9 s in all on the 2-core box, against
+milliseconds of kernel work. The pure-Python kernels cost about 8 us per entry for a
+Hessian (star/acyclic coloring, several orders) and 2-3 us per entry for a Jacobian (bitmask
+greedy), so below ``COLD_NNZ[problem]`` entries the first call in a process uses Python;
+measured table: ``python benchmarks/bench_coloring.py`` (last section). A kernel already in
+memory is always used. Both give the same colors and decompression data.
+
+The kernels use ``cache=True``: the machine code is written next to this file
 (``__pycache__``), or, where that folder is read-only, to numba's user-wide cache; when
 neither is writable, to a folder in the system temporary directory (numba's
 ``NUMBA_CACHE_DIR``). A kernel missing from that cache is compiled by a background process
-while the pure-Python kernel serves the call (up to ``COMPILE_GRAPH`` entries). Without
+while the pure-Python kernel serves the call (up to ``COMPILE_NNZ`` entries). Without
 numba every call goes to the pure-Python kernels (``SPARSEOPT_ADAPTERS_COLORING=python``
 forces them, ``=numba`` forces the compiled ones).
 """
@@ -36,16 +46,17 @@ from . import _python
 _LOCK = threading.Lock()
 _COMPILED = None  # the module of compiled kernels (imported, numba decorated), False: none
 _WARMING = None  # the background process that compiles them into the disk cache
-_NNZ = contextvars.ContextVar("sparseopt_adapters_coloring_nnz", default=None)
-# Below this many CSR entries a graph is colored by the pure-Python kernels unless the
-# compiled kernel is already in memory: the Python loop costs less than importing numba and
-# loading the kernels (about 0.5-1.5 s from the disk cache). Both give the same colors.
-COLD_NNZ = 20_000
+# (problem, nnz) of the coloring in progress, set by pattern_size
+_NNZ = contextvars.ContextVar("sparseopt_adapters_coloring_nnz", default=("hessian", None))
+# The one threshold: below COLD_NNZ[problem] pattern entries, a kernel not yet in memory
+# runs as Python (cheaper than numba's cold start, see the module docstring and the table of
+# benchmarks/bench_coloring.py). Both give the same colors.
+COLD_NNZ = {"jacobian": 200_000, "hessian": 60_000}
 # Up to this many entries, a kernel that is not in the disk cache yet (the first run on a
 # machine, or a new numba) is not compiled in the user's process: the Python kernel runs
 # (a few seconds at most) while a background process compiles every kernel into the cache
-# (8-30 s), for the next call and the next run. Larger graphs wait for the compilation.
-COMPILE_GRAPH = 200_000
+# (10-30 s), for the next call and the next run. Larger patterns wait for the compilation.
+COMPILE_NNZ = 1_000_000
 
 
 def backend() -> str:
@@ -160,26 +171,27 @@ def _use_compiled(size: int, kernel: str) -> bool:
         return False
     if _COMPILED is not None and getattr(_COMPILED, kernel).signatures:
         return True  # in memory already
-    nnz = _NNZ.get()
+    problem, nnz = _NNZ.get()
     nnz = size if nnz is None else nnz
-    if nnz < COLD_NNZ and mode != "numba":
+    if nnz < COLD_NNZ[problem] and mode != "numba":
         return False
     kernels = _compiled()
     if not kernels:
         return False
     if hasattr(_WARMING, "poll"):
         _WARMING.poll()  # reap the background compiler once it is done
-    if mode == "numba" or nnz >= COMPILE_GRAPH or _in_disk_cache(getattr(kernels, kernel)):
+    if mode == "numba" or nnz >= COMPILE_NNZ or _in_disk_cache(getattr(kernels, kernel)):
         return True
     compile_in_background()
     return False
 
 
 @contextlib.contextmanager
-def pattern_size(nnz: int):
-    """Within this block the kernels are chosen for a pattern of ``nnz`` entries (set by
-    the public entry points, so that every kernel of one coloring makes the same choice)."""
-    token = _NNZ.set(int(nnz))
+def pattern_size(nnz: int, problem: str):
+    """Within this block the kernels are chosen for a ``problem`` (``"jacobian"`` or
+    ``"hessian"``) pattern of ``nnz`` entries: set by the public entry points, so that every
+    kernel of one coloring makes the same choice."""
+    token = _NNZ.set((problem, int(nnz)))
     try:
         yield
     finally:
@@ -204,18 +216,22 @@ def greedy_distance2(nv, no, v_ptr, v_idx, o_ptr, o_idx, order):
     return _python.greedy_distance2(nv, no, v_ptr, v_idx, order)
 
 
-def star_coloring(nv, ptr, idx, eid, n_edges, order):
+def star_coloring(nv, ptr, idx, eid, n_edges, order, cap=None):
+    """Star colors, or an empty array once more than ``cap`` colors are needed."""
+    cap = nv + 1 if cap is None else int(cap)
     if _use_compiled(idx.size, "star_coloring"):
         return _COMPILED.star_coloring(nv, _i64(ptr), _i64(idx), _i64(eid), n_edges,
-                                       _i64(order))
-    return _python.star_coloring(nv, ptr, idx, eid, n_edges, order)
+                                       _i64(order), cap)
+    return _python.star_coloring(nv, ptr, idx, eid, n_edges, order, cap)
 
 
-def acyclic_coloring(nv, ptr, idx, eid, n_edges, order):
+def acyclic_coloring(nv, ptr, idx, eid, n_edges, order, cap=None):
+    """Acyclic colors, or an empty array once more than ``cap`` colors are needed."""
+    cap = nv + 1 if cap is None else int(cap)
     if _use_compiled(idx.size, "acyclic_coloring"):
         return _COMPILED.acyclic_coloring(nv, _i64(ptr), _i64(idx), _i64(eid), n_edges,
-                                          _i64(order))
-    return _python.acyclic_coloring(nv, ptr, idx, eid, n_edges, order)
+                                          _i64(order), cap)
+    return _python.acyclic_coloring(nv, ptr, idx, eid, n_edges, order, cap)
 
 
 _DYNAMIC = {"incidence_degree": 0, "smallest_last": 1, "dynamic_largest_first": 2}
@@ -247,6 +263,13 @@ def star_valid(nv, ptr, idx, colors, k):
     if nv * k > 50_000_000 or not _use_compiled(idx.size, "star_valid"):
         return None
     return bool(_COMPILED.star_valid(nv, _i64(ptr), _i64(idx), _i64(colors), k))
+
+
+def acyclic_valid(nv, ptr, idx, colors, k):
+    """Compiled acyclic-coloring check, or None (then the caller uses the numpy one)."""
+    if nv * k > 50_000_000 or not _use_compiled(idx.size, "acyclic_valid"):
+        return None
+    return bool(_COMPILED.acyclic_valid(nv, _i64(ptr), _i64(idx), _i64(colors), k))
 
 
 def distance2_degree(nv, v_ptr, v_idx, o_ptr, o_idx):

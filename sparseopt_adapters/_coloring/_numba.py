@@ -42,7 +42,8 @@ def distance2_degree(nv, v_ptr, v_idx, o_ptr, o_idx):
     return deg
 
 @_njit
-def star_coloring(nv, ptr, idx, eid, n_edges, order):
+def star_coloring(nv, ptr, idx, eid, n_edges, order, cap):
+    # cap: give up (return an empty array) once more than cap colors are needed
     ne = max(n_edges, 1)
     color = np.full(nv, -1, np.int64)
     forbidden = np.full(nv + 1, -1, np.int64)
@@ -91,6 +92,8 @@ def star_coloring(nv, ptr, idx, eid, n_edges, order):
         c = 0
         while forbidden[c] == v:
             c += 1
+        if c >= cap:
+            return np.empty(0, np.int64)
         color[v] = c
         # update the 2-colored stars around v
         for p in range(pv, qv):
@@ -138,7 +141,8 @@ def _union(parent, rank, r1, r2):
         rank[r1] += 1
 
 @_njit
-def acyclic_coloring(nv, ptr, idx, eid, n_edges, order):
+def acyclic_coloring(nv, ptr, idx, eid, n_edges, order, cap):
+    # cap: give up (return an empty array) once more than cap colors are needed
     ne = max(n_edges, 1)
     color = np.full(nv, -1, np.int64)
     forbidden = np.full(nv + 1, -1, np.int64)
@@ -174,6 +178,8 @@ def acyclic_coloring(nv, ptr, idx, eid, n_edges, order):
         c = 0
         while forbidden[c] == v:
             c += 1
+        if c >= cap:
+            return np.empty(0, np.int64)
         color[v] = c
         for p in range(pv, qv):  # grow the 2-colored stars around v
             w = idx[p]
@@ -763,13 +769,14 @@ def warm_up():
     order = _i64([0, 1])
     greedy_distance2(2, ptr, idx, ptr, idx, order)
     distance2_degree(2, ptr, idx, ptr, idx)
-    star_coloring(2, ptr, idx, eid, 1, order)
-    acyclic_coloring(2, ptr, idx, eid, 1, order)
+    star_coloring(2, ptr, idx, eid, 1, order, 3)
+    acyclic_coloring(2, ptr, idx, eid, 1, order, 3)
     for kind in range(3):
         dynamic_order(kind, 2, ptr, idx)
     dsatur_order(2, ptr, idx)
     clique_lower_bound(2, ptr, idx, order)
     star_valid(2, ptr, idx, order, 2)
+    acyclic_valid(2, ptr, idx, order, 2)
     transpose_source(2, idx)
     star_gather(2, ptr, idx, order, 2)
     acyclic_substitution(2, ptr, idx, order, 2)
@@ -812,21 +819,63 @@ def clique_lower_bound(nv, ptr, idx, starts):
 
 
 @_njit
+def _neighbor_color_counts(v, ptr, idx, colors, k, table, done):
+    """Fill row ``v`` of the (vertex, color) -> number of neighbors table, once."""
+    if done[v]:
+        return
+    done[v] = True
+    for p in range(ptr[v], ptr[v + 1]):
+        table[v * k + colors[idx[p]]] += 1
+
+
+@_njit
 def star_valid(nv, ptr, idx, colors, k):
     """Whether ``colors`` (in ``range(k)``) is a star coloring: distance-1, and every edge
-    has an end whose other end is the only neighbor of its color. Stops at the first
-    violation (the periodic candidates that fail usually fail at once)."""
+    has an end whose other end is the only neighbor of its color. The table rows are filled
+    when first needed, so that a candidate fails at its first violation (the periodic
+    candidates that fail usually fail at once) without a pass over the whole graph."""
     table = np.zeros(nv * k, np.int32)  # (vertex, color) -> neighbors of that color
+    done = np.zeros(nv, np.bool_)
     for v in range(nv):
         cv = colors[v]
+        _neighbor_color_counts(v, ptr, idx, colors, k, table, done)
         for p in range(ptr[v], ptr[v + 1]):
             w = idx[p]
             if colors[w] == cv:
                 return False
-            table[v * k + colors[w]] += 1
+            if table[v * k + colors[w]] != 1:
+                _neighbor_color_counts(w, ptr, idx, colors, k, table, done)
+                if table[w * k + cv] != 1:
+                    return False
+    return True
+
+
+@_njit
+def acyclic_valid(nv, ptr, idx, colors, k):
+    """Whether ``colors`` (in ``range(k)``) is an acyclic coloring of the symmetric graph
+    (CSR, no diagonal needed): distance-1, and the (vertex, other color) nodes joined by the
+    edges form a forest (union-find; stops at the first cycle)."""
+    for v in range(nv):
+        for p in range(ptr[v], ptr[v + 1]):
+            if idx[p] != v and colors[idx[p]] == colors[v]:
+                return False
+    node = np.full(nv * k, -1, np.int64)
+    nn = 0
     for v in range(nv):
         for p in range(ptr[v], ptr[v + 1]):
             w = idx[p]
-            if table[v * k + colors[w]] != 1 and table[w * k + colors[v]] != 1:
-                return False
+            if w != v and node[v * k + colors[w]] < 0:
+                node[v * k + colors[w]] = nn
+                nn += 1
+    parent = np.arange(nn)
+    rank = np.zeros(nn, np.int64)
+    for v in range(nv):
+        for p in range(ptr[v], ptr[v + 1]):
+            w = idx[p]
+            if w < v:
+                a = _find(parent, node[v * k + colors[w]])
+                b = _find(parent, node[w * k + colors[v]])
+                if a == b:
+                    return False
+                _union(parent, rank, a, b)
     return True

@@ -130,8 +130,10 @@ def greedy_distance2(nv, no, v_ptr, v_idx, order: np.ndarray) -> np.ndarray:
         colors[v] = c
     return np.asarray(colors, dtype=np.int64)
 
-def star_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray) -> np.ndarray:
-    """Greedy star coloring (Gebremedhin et al. 2007, Algorithm 4.1), colors from 0."""
+def star_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray, cap=None) -> np.ndarray:
+    """Greedy star coloring (Gebremedhin et al. 2007, Algorithm 4.1), colors from 0; an
+    empty array once more than ``cap`` colors are needed."""
+    cap = nv + 1 if cap is None else cap
     idx_np, eid_np = idx, eid
     ptr = ptr.tolist()
     idx = idx.tolist()
@@ -194,6 +196,8 @@ def star_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray) -> np.ndarray:
         c = 1
         while forbidden[c] == v:
             c += 1
+        if c > cap:
+            return np.empty(0, np.int64)
         color[v] = c
         color_np[v] = c
         # update the 2-colored stars around v
@@ -235,8 +239,9 @@ def star_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray) -> np.ndarray:
     return np.asarray(color, dtype=np.int64) - 1
 
 
-def acyclic_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray) -> np.ndarray:
-    """Greedy acyclic coloring (Gebremedhin et al. 2007, Algorithm 3.1), colors from 0.
+def acyclic_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray, cap=None) -> np.ndarray:
+    """Greedy acyclic coloring (Gebremedhin et al. 2007, Algorithm 3.1), colors from 0; an
+    empty array once more than ``cap`` colors are needed.
 
     The 2-colored trees are kept as a disjoint-set forest over edges.
     """
@@ -266,6 +271,7 @@ def acyclic_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray) -> np.ndarra
         if rank[r1] == rank[r2]:
             rank[r1] += 1
 
+    cap = nv + 1 if cap is None else cap
     for v in order.tolist():
         pv, qv = ptr[v], ptr[v + 1]
         for p in range(pv, qv):
@@ -289,6 +295,8 @@ def acyclic_coloring(nv, ptr, idx, eid, n_edges, order: np.ndarray) -> np.ndarra
         c = 1
         while forbidden[c] == v:
             c += 1
+        if c > cap:
+            return np.empty(0, np.int64)
         color[v] = c
         for p in range(pv, qv):  # grow the 2-colored stars around v
             w = idx[p]

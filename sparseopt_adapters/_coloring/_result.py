@@ -216,9 +216,12 @@ class ColoringResult:
                 f"ColoringResult.load: {file!r} holds an unknown coloring mode {mode!r} (one of "
                 f"{_ALL_MODES} expected). Load a file saved with ColoringResult.save."
             )
+        from . import _kernels
         from ._decompression import BUILDERS
 
-        return BUILDERS[mode](pattern, np.asarray(z["colors"]), order)
+        with _kernels.pattern_size(pattern.nnz,
+                                   "hessian" if mode in HESSIAN_METHODS else "jacobian"):
+            return BUILDERS[mode](pattern, np.asarray(z["colors"]), order)
 
     # -- identity / pictures ----------------------------------------------------------
     def __eq__(self, other):

@@ -6,6 +6,7 @@ import json
 import pathlib
 import warnings
 
+import numpy as np
 import pytest
 import test_coloring as T
 
@@ -62,3 +63,25 @@ def test_hessian_counts_not_worse(name, backend):
 def test_baseline_covers_every_pattern():
     names = {k.split("|")[0] for t in BASELINE.values() for k in t}
     assert names == set(JAC) | set(SYM)
+
+
+@pytest.mark.parametrize("name", list(SYM))
+def test_auto_hessian_is_the_choice_from_both_full_searches(name):
+    """``method="auto"`` caps its star and acyclic searches by each other; it must choose
+    what coloring both fully and applying the rule (acyclic when it saves two colors and
+    the star count is above 3 and 2 over the clique bound) chooses, colors included."""
+    from sparseopt_adapters._coloring._graphs import AdjacencyGraph
+
+    p = SYM[name]
+    p = p if p.is_symmetric() else p.symmetrize()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sa.DenseColoringWarning)
+        for order in ("best", "natural", "smallest_last"):
+            star = sa.color_hessian(p, method="star", order=order)
+            acyclic = sa.color_hessian(p, method="acyclic", order=order)
+            auto = sa.color_hessian(p, order=order)
+            s, a = star.n_colors, acyclic.n_colors
+            clique = AdjacencyGraph(p).clique_bound()
+            want = acyclic if (s > 3 and s - 2 >= clique and a <= s - 2) else star
+            assert (auto.mode, auto.order) == (want.mode, want.order)
+            np.testing.assert_array_equal(auto.colors, want.colors)

@@ -72,9 +72,14 @@ def test_symmetric_kernels_match_the_python_reference(k, compiled):
                                   _python.dsatur_order(g.nv, g.ptr, g.idx))
     for perm in _orders(g.nv, g.ptr, g.idx, k):
         args = (g.nv, g.ptr, g.idx, g.eid, g.n_edges, perm)
-        np.testing.assert_array_equal(compiled.star_coloring(*args), _python.star_coloring(*args))
-        np.testing.assert_array_equal(compiled.acyclic_coloring(*args),
-                                      _python.acyclic_coloring(*args))
+        for name in ("star_coloring", "acyclic_coloring"):
+            full = getattr(_python, name)(*args)
+            np.testing.assert_array_equal(getattr(compiled, name)(*args, g.nv + 1), full)
+            # capped at the colors it needs: the same; one less: given up (empty)
+            kc = int(full.max()) + 1 if full.size else 0
+            for cap, want in ((kc, full), (kc - 1, full[:0])):
+                np.testing.assert_array_equal(getattr(compiled, name)(*args, cap), want)
+                np.testing.assert_array_equal(getattr(_python, name)(*args, cap), want)
     starts = np.arange(g.nv)
     assert compiled.clique_lower_bound(g.nv, g.ptr, g.idx, starts) == \
         _python.clique_lower_bound(g.nv, g.ptr, g.idx, starts)
@@ -141,7 +146,7 @@ def test_without_numba_the_python_kernels_are_used():
         from sparseopt_adapters._coloring import _kernels, backend
         d = np.eye(300, dtype=bool) | np.eye(300, k=1, dtype=bool) | np.eye(300, k=-1, dtype=bool)
         p = sa.SparsityPattern.from_dense(d | d.T)
-        _kernels.SMALL_GRAPH = 0
+        _kernels.COLD_NNZ = {"jacobian": 0, "hessian": 0}
         print(backend(), sa.color_hessian(p, method="star").n_colors,
               sa.color_jacobian(p, mode="forward").n_colors)
     """
@@ -198,7 +203,7 @@ def test_a_kernel_missing_from_the_disk_cache_is_compiled_in_another_process(tmp
         import sparseopt_adapters as sa
         from sparseopt_adapters._coloring import _kernels, _numba
         from patterns import brybnd_hessian
-        p = brybnd_hessian(3000)  # 3.6e4 off-diagonal entries: between the thresholds
+        p = brybnd_hessian(6000)  # 7.8e4 entries: between COLD_NNZ and COMPILE_NNZ
         a = sa.color_hessian(p, method="star")
         print(len(_numba.star_coloring.signatures), _kernels._WARMING is not None)
         _kernels._WARMING.wait(timeout=500)
@@ -212,3 +217,96 @@ def test_a_kernel_missing_from_the_disk_cache_is_compiled_in_another_process(tmp
     first, second = out.stdout.splitlines()
     assert first.split() == ["0", "True"]  # Python kernel, compiler started
     assert second.split() == ["1", "True", "True"]  # loaded from the cache, same colors
+
+
+def test_one_signature_per_kernel(compiled):
+    """Read-only and writable, int32 and int64 inputs reach every kernel as one array type:
+    a fresh process loads one cached overload per kernel (each load costs 3-20 ms). Before,
+    read-only pattern arrays and writable order arrays made several signatures."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSEOPT_")}
+    env.update(PYTHONPATH=str(ROOT), SPARSEOPT_ADAPTERS_COLORING="numba")
+    code = """
+        import sys
+        sys.path.insert(0, {tests!r})
+        import numpy as np
+        import sparseopt_adapters as sa
+        from sparseopt_adapters._coloring import _kernels, _numba
+        from sparseopt_adapters._coloring._graphs import AdjacencyGraph
+        from patterns import arrow, brybnd_hessian, steering_jacobian
+        p = brybnd_hessian(60)
+        for method in ("star", "acyclic"):
+            sa.coloring_from_colors(p, method, sa.color_hessian(p, method=method).colors)
+        sa.color_hessian(p)
+        for mode in ("forward", "reverse", "bidirectional", "auto"):
+            sa.color_jacobian(steering_jacobian(10), mode=mode, warn=False)
+            sa.color_jacobian(arrow(30, 30, row=1, col=2), mode=mode, warn=False)
+        g = AdjacencyGraph(p)
+        _kernels.star_coloring(g.nv, g.ptr.astype(np.int32), g.idx, g.eid, g.n_edges,
+                               np.arange(g.nv, dtype=np.int32))
+        for name in dir(_numba):
+            kernel = getattr(_numba, name)
+            if hasattr(kernel, "signatures") and not name.startswith("_"):
+                print(name, len(kernel.signatures))
+    """.format(tests=str(ROOT / "tests" / "_coloring"))
+    out = _run(code, env=env)
+    assert out.returncode == 0, out.stderr
+    counts = dict(line.split() for line in out.stdout.splitlines())
+    assert int(counts["star_coloring"]) == 1
+    assert all(int(c) <= 1 for c in counts.values()), counts
+
+
+def test_small_patterns_do_not_start_numba():
+    """Below ``COLD_NNZ`` a fresh process colors without importing numba (its cold start
+    costs more than the Python kernels there); above it, numba serves."""
+    if not _kernels.available():
+        pytest.skip("numba is not importable")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARSEOPT_")}
+    env.update(PYTHONPATH=str(ROOT))
+    code = """
+        import sys
+        sys.path.insert(0, {tests!r})
+        import sparseopt_adapters as sa
+        from sparseopt_adapters._coloring import _kernels
+        from patterns import brybnd_hessian, stencil
+        h = brybnd_hessian(400)  # 5e3 entries
+        sa.color_hessian(h)
+        sa.color_jacobian(stencil(30, 30))
+        print("numba" in sys.modules)
+        _kernels.COLD_NNZ = dict(hessian=h.nnz, jacobian=h.nnz)
+        a = sa.color_hessian(h)
+        print("numba" in sys.modules, a.n_colors)
+    """.format(tests=str(ROOT / "tests" / "_coloring"))
+    out = _run(code, env=env)
+    assert out.returncode == 0, out.stderr
+    first, second = out.stdout.splitlines()
+    assert first == "False"
+    assert second == "True 7"
+
+
+def test_validity_checks_match_the_numpy_ones(compiled, monkeypatch):
+    """The compiled star/acyclic checks (used on the periodic candidates ``v mod k``) answer
+    as the vectorised numpy checks, on valid and invalid colorings."""
+    from sparseopt_adapters._coloring._graphs import _acyclic_valid, _star_valid
+
+    rng = np.random.default_rng(0)
+    answers = []
+    for p in SYM:
+        g = AdjacencyGraph(p)
+        cands = [np.arange(g.nv) % k for k in range(1, 16)]
+        for method in ("star", "acyclic"):
+            c = sa.color_hessian(p, method=method, warn=False).colors
+            cands.append(c)
+            bad = c.copy()
+            bad[rng.integers(g.nv)] = int(c.max()) + 1 if c.size else 0  # often still valid
+            cands.append(bad)
+        for colors in cands:
+            colors = np.asarray(colors, np.int64)
+            for check in (_star_valid, _acyclic_valid):
+                monkeypatch.setenv("SPARSEOPT_ADAPTERS_COLORING", "numba")
+                fast = check(g, colors)
+                monkeypatch.setattr(_kernels, "_COMPILED", False)
+                slow = check(g, colors)
+                monkeypatch.undo()
+                assert fast == slow, (check.__name__, p, colors)
+                answers.append(fast)
+    assert any(answers) and not all(answers)
