@@ -2,15 +2,17 @@
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/bench_coloring.py [--quick] [--json PATH]
 
-Per pattern: colours and time of ours ("auto" and one fixed mode) and of asdex's default
-colouring of the same pattern (star for Hessians, column/row for Jacobians), nonzeros per
-second, and the ratio ours / asdex (< 1 means we are faster). Timings are medians of repeated
-colourings after a warm-up call (the kernels are compiled or loaded then). The patterns are
-built with numpy (tests/_coloring/patterns.py), so detection is not part of the time.
+Per pattern: colours and time of ours ("auto", plus star and acyclic for Hessians, forward
+and reverse for Jacobians) and of asdex's default colouring of the same pattern, nonzeros
+per second, and the ratio ours / asdex (< 1 means we are faster). Timings are medians of
+interleaved rounds (every variant once per round, so that the load of a shared machine hits
+all alike) after a warm-up call (the kernels are loaded then). The patterns are built with
+numpy (tests/_coloring/patterns.py), so detection is not part of the time.
 
-Then the cold first call in a fresh process, with the on-disk numba cache and without it
-(an empty ``NUMBA_CACHE_DIR``): import of the package plus the first colouring of the BRYBND
-Hessian, next to the warm time. Goals (issue 14): the BRYBND and torsion Hessian colourings
+Then the first colouring in a fresh process (warm numba disk cache), per pattern size: with
+the Python kernels, with numba (import numba + load each kernel + run), the warm numba call,
+and what the default policy does (``_kernels.COLD_NNZ``, decided from this table).
+Goals (issue 14): the BRYBND and torsion Hessian colourings
 at most 1.0× asdex with no more colours (aim: 50 ms). Reference for the stencil: SMC colours
 a 1.77e6-nnz matrix in 0.42 s (column), 0.57 s (star), 0.68 s (acyclic).
 """
@@ -43,26 +45,27 @@ from patterns import (  # noqa: E402  isort: skip
 )
 
 
-def timed(fn, repeats):
-    """Median of ``repeats`` calls after a warm-up call."""
-    out = fn()
-    times = []
+def interleaved(fns, repeats):
+    """``{name: (result, median seconds)}``: one warm-up call each, then ``repeats`` rounds
+    calling every function once, so that the load of the (shared) machine hits all alike."""
+    out = {k: f() for k, f in fns.items()}
+    times = {k: [] for k in fns}
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return out, statistics.median(times)
+        for k, f in fns.items():
+            t = time.perf_counter()
+            out[k] = f()
+            times[k].append(time.perf_counter() - t)
+    return {k: (out[k], statistics.median(times[k])) for k in fns}
 
 
 def cases(quick):
     n, side, nh, grid = (2000, 40, 200, 150) if quick else (10_000, 102, 1000, 600)
     return [
-        (f"BRYBND-type Hessian n={n}", "hess", brybnd_hessian(n), "star"),
-        (f"COPS torsion Hessian {side}x{side}", "hess", torsion_hessian(side, side), "star"),
-        (f"COPS steering Jacobian nh={nh}", "jac", steering_jacobian(nh), "forward"),
-        (f"2-D 5-point stencil {grid}x{grid} (Hessian)", "hess", stencil(grid, grid), "star"),
-        (f"2-D 5-point stencil {grid}x{grid} (Jacobian)", "jac", stencil(grid, grid),
-         "forward"),
+        (f"BRYBND-type Hessian n={n}", "hess", brybnd_hessian(n)),
+        (f"COPS torsion Hessian {side}x{side}", "hess", torsion_hessian(side, side)),
+        (f"COPS steering Jacobian nh={nh}", "jac", steering_jacobian(nh)),
+        (f"2-D 5-point stencil {grid}x{grid} (Hessian)", "hess", stencil(grid, grid)),
+        (f"2-D 5-point stencil {grid}x{grid} (Jacobian)", "jac", stencil(grid, grid)),
     ]
 
 
@@ -176,34 +179,37 @@ def main():
     print(f"{peer}; ours: {backend()} kernels; median of {repeats} after a warm-up; "
           "single-threaded BLAS\n")
     rows = []
-    cols = ("case", "nnz", "ours auto", "t auto", "ours fixed", "t fixed", "asdex", "t asdex",
-            "auto/asdex", "fixed/asdex", "Mnnz/s auto")
+    cols = ("case", "nnz", "asdex", "t asdex [ms]", "ours auto", "t auto [ms]", "auto / asdex",
+            "ours 2", "t 2 [ms]", "2 / asdex", "ours 3", "t 3 [ms]", "3 / asdex",
+            "Mnnz/s auto")
     print(" | ".join(cols))
     print("|".join("---" for _ in cols))
-    for name, kind, p, fixed in cases(a.quick):
+    for name, kind, p in cases(a.quick):
         ap_ = asdex.SparsityPattern.from_coo(p.rows, p.cols, p.shape)
+        if kind == "hess":
+            fns = {"asdex": lambda: asdex.hessian_coloring_from_sparsity(ap_),  # noqa: B023
+                   "auto": lambda: sa.color_hessian(p),  # noqa: B023
+                   "star": lambda: sa.color_hessian(p, method="star"),  # noqa: B023
+                   "acyclic": lambda: sa.color_hessian(p, method="acyclic")}  # noqa: B023
+        else:
+            fns = {"asdex": lambda: asdex.jacobian_coloring_from_sparsity(ap_),  # noqa: B023
+                   "auto": lambda: sa.color_jacobian(p),  # noqa: B023
+                   "forward": lambda: sa.color_jacobian(p, mode="forward"),  # noqa: B023
+                   "reverse": lambda: sa.color_jacobian(p, mode="reverse")}  # noqa: B023
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if kind == "hess":
-                auto, t_auto = timed(lambda: sa.color_hessian(p), repeats)  # noqa: B023
-                fix, t_fix = timed(lambda: sa.color_hessian(p, method=fixed), repeats)  # noqa: B023
-                them, t_them = timed(lambda: asdex.hessian_coloring_from_sparsity(ap_),  # noqa: B023
-                                     repeats)
-            else:
-                auto, t_auto = timed(lambda: sa.color_jacobian(p), repeats)  # noqa: B023
-                fix, t_fix = timed(lambda: sa.color_jacobian(p, mode=fixed), repeats)  # noqa: B023
-                them, t_them = timed(lambda: asdex.jacobian_coloring_from_sparsity(ap_),  # noqa: B023
-                                     repeats)
-        row = (name, p.nnz, f"{auto.n_colors} {auto.mode}", t_auto, f"{fix.n_colors} {fix.mode}",
-               t_fix, f"{them.num_colors}", t_them, t_auto / t_them, t_fix / t_them,
-               p.nnz / t_auto / 1e6)
-        rows.append((row[0], peer) + row[1:])
+            res = interleaved(fns, repeats)
+        them, t_them = res.pop("asdex")
+        row = [name, p.nnz, f"{them.num_colors}", 1e3 * t_them]
+        for c, t in res.values():
+            row += [f"{c.n_colors} {c.mode}", 1e3 * t, t / t_them]
+        row.append(p.nnz / res["auto"][1] / 1e6)
+        rows.append((row[0], peer) + tuple(row[1:]))
         print(" | ".join(f"{c:.4g}" if isinstance(c, float) else str(c) for c in row))
-    tables = [table(f"Coloring time per pattern vs asdex (median of {repeats} after a warm-up; "
-                    "ratio < 1: ours faster)",
-                    ("case", "peer", "nnz", "ours auto", "t auto [s]", "ours fixed",
-                     "t fixed [s]", "asdex colors", "t asdex [s]", "auto / asdex",
-                     "fixed / asdex", "Mnnz/s auto"), rows,
+    tables = [table(f"Coloring time per pattern vs asdex (interleaved, median of {repeats} "
+                    "after a warm-up; ratio < 1: ours faster). Hessians: 2 = star, "
+                    "3 = acyclic; Jacobians: 2 = forward, 3 = reverse",
+                    (cols[0], "peer") + cols[1:], rows,
                     notes=["SMC (Julia) on a 1.77e6-nnz matrix: 0.42 s column, 0.57 s star, "
                            "0.68 s acyclic (PITFALLS.md)."])]
     if not a.no_cold:

@@ -10,6 +10,15 @@ both give the same colors (same vertex visits, same tie-breaks): the tests compa
 - ``acyclic_coloring``: Algorithm 3.1, the 2-colored trees in a union-find over edges.
 - ``dynamic_order``: incidence degree, smallest last and dynamic largest first with degree
   buckets; ``dsatur_order``: DSATUR with a binary heap and a hash set of (vertex, color).
+- ``star_gather`` / ``acyclic_substitution``: the decompression data (the twins of
+  ``_decompression._star_numpy`` / ``_acyclic_numpy``, equal array for array): per-entry
+  product choice with the neutral-color postprocessing; the 2-colored trees as a union-find
+  forest over (vertex, color) nodes, rooted at leaves and laid out in depth-first preorder.
+- ``star_valid`` / ``acyclic_valid`` / ``clique_lower_bound`` / ``transpose_source``:
+  validity of the periodic candidates, the clique bound, the linear-time transpose.
+
+``star_coloring`` and ``acyclic_coloring`` take a ``cap`` and give up once more colors are
+needed: a search over several orders only needs colorings that beat the best so far.
 
 Which kernels serve a call is decided in one place, ``_use_compiled``, from one number a
 user can reason about: the ``nnz`` of the pattern being colored (the symmetrized one for
