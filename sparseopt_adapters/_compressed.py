@@ -389,12 +389,16 @@ def _argnums_key(argnums):
 
 
 class _Static:
-    """Index arrays for calls: device arrays when they can be made outside a trace."""
+    """Index arrays for calls: device arrays when they can be made outside a trace.
+
+    Placed with `jax.device_put`, not `jnp.asarray`: on JAX 0.10 `jnp.asarray` of a numpy
+    array runs (and so compiles) a ``stage`` executable per shape, one XLA compilation per
+    index array at every setup."""
 
     def __init__(self, data):
         self.numpy = data
         try:
-            dev = jax.tree_util.tree_map(jnp.asarray, data)
+            dev = jax.device_put(data)
         except Exception:  # pragma: no cover - defensive
             dev = None
         leaves = jax.tree_util.tree_leaves(dev) if dev is not None else []
@@ -470,6 +474,11 @@ class _AbstractSparseDerivative(abc.ABC):
             np.int32 if max(p.shape) < 2**31 - 1 else np.int64
         )
         self._lazy = {}  # shared by every copy: the device copy of the BCOO indices
+        # The products go through one jitted function whose trace JAX caches (per argument
+        # shapes): the mode check at build time (`_traces`), `values`, `compressed` and any
+        # caller that embeds `_values_impl` in its own executable (the IPOPT setup) share a
+        # single trace of f's products instead of tracing them once each.
+        self._products_jit = jax.jit(self._products_impl) if mesh is None else None
         self._values_jit = jax.jit(self._values_impl)
         self._compressed_jit = jax.jit(self._compressed_impl)
         # -- issue 17 hook (owner: _sharding): with a mesh, pick colour or variable
@@ -488,8 +497,14 @@ class _AbstractSparseDerivative(abc.ABC):
         return new
 
     @abc.abstractmethod
-    def _compressed_impl(self, index, *args):
+    def _products_impl(self, index, *args):
         """The raw products at ``args`` (traced), raveled."""
+
+    def _compressed_impl(self, index, *args):
+        """`_products_impl` through its trace-cached jitted copy (see `_setup`)."""
+        if self._products_jit is not None:
+            return self._products_jit(index, *args)
+        return self._products_impl(index, *args)
 
     @abc.abstractmethod
     def __repr__(self) -> str: ...
@@ -606,7 +621,7 @@ class SparseJacobian(_AbstractSparseDerivative):
     def vjp_count(self) -> int:
         return self.coloring.n_reverse
 
-    def _compressed_impl(self, index, *args):
+    def _products_impl(self, index, *args):
         x, g = self._flat.split(args)
         c = self.coloring
         parts = []
@@ -763,10 +778,11 @@ def _build_jacobian(f, example_args, argnums, mode, order, pattern, chunk_size, 
     return SparseJacobian(flat, coloring, chunk_size, mesh, frozen)
 
 
-def _traces(jac: SparseJacobian, example_args) -> bool:
-    """Whether JAX can trace the products of ``jac`` (checked abstractly, no compile)."""
+def _traces(obj: _AbstractSparseDerivative, example_args) -> bool:
+    """Whether JAX can trace the products of ``obj`` (checked abstractly, no compile; the
+    trace is cached for the call's compilation)."""
     try:
-        jax.eval_shape(jac._compressed_impl, jac._static.numpy, *example_args)
+        jax.eval_shape(obj._compressed_impl, obj._static.numpy, *example_args)
     except (TypeError, ValueError, NotImplementedError):
         return False
     return True
@@ -826,7 +842,7 @@ class SparseHessian(_AbstractSparseDerivative):
     def method(self) -> str:
         return self.coloring.mode
 
-    def _compressed_impl(self, index, *args):
+    def _products_impl(self, index, *args):
         x, g = self._flat.split(args)
         s = self._seeds(index, "col", x.dtype)
         return hvps(g, x, s, self.hvp_mode, self.chunk_size, self._mapper).reshape(-1)
@@ -870,31 +886,23 @@ def _check_hvp_mode(mode, caller):
         )
 
 
-def _hvp_traces(flat: _Flat, example_args, mode: str, k: int, chunk_size, mesh) -> bool:
-    """Whether JAX can take a batch of ``k`` HVPs of ``flat`` in ``mode``, as a call would
-    (abstractly, no compile; a single unbatched product can trace where the batch fails)."""
-
-    def batch(*args):
-        x, g = flat.split(args)
-        return hvps(g, x, jnp.zeros((max(k, 2), x.shape[0]), x.dtype), mode, chunk_size,
-                    _mapper(mesh))
-
-    try:
-        jax.eval_shape(batch, *example_args)
-    except (TypeError, ValueError, NotImplementedError):
-        return False
-    return True
-
-
-def _pick_hvp_mode(flat: _Flat, example_args, mode: str, k: int, chunk_size, mesh) -> str:
-    """``mode``, or for ``"auto"`` the first of `HVP_MODES` JAX can differentiate ``f`` in
-    (a `jax.custom_vjp` objective has no forward mode: reverse-over-reverse)."""
+def _hessian_for_mode(flat: _Flat, coloring, chunk_size, mesh, mode: str, frozen,
+                      example_args) -> SparseHessian:
+    """The `SparseHessian` in HVP ``mode``; for ``"auto"`` in the first of `HVP_MODES` JAX can
+    differentiate ``f`` in (a `jax.custom_vjp` objective has no forward mode:
+    reverse-over-reverse). The check traces the very products a call runs (abstractly, no
+    compile), and that trace is cached and reused by the call's own compilation."""
     if mode != "auto":
-        return mode
+        return SparseHessian(flat, coloring, chunk_size, mesh, mode, frozen)
+    first = None
     for m in HVP_MODES:
-        if _hvp_traces(flat, example_args, m, k, chunk_size, mesh):
-            return m
-    return HVP_MODES[0]  # let the call raise JAX's own error
+        hess = SparseHessian(flat, coloring, chunk_size, mesh, m, frozen)
+        if coloring.n_colors == 0:
+            return hess
+        first = first or hess
+        if _traces(hess, example_args):
+            return hess
+    return first  # let the call raise JAX's own error
 
 
 def sparse_hessian(
@@ -981,8 +989,7 @@ def _build_hessian(f, example_args, argnums, method, mode, order, pattern, chunk
                 f"{caller}: pattern has shape {pattern.shape}, but f has {flat.n} inputs."
             )
         coloring = color_hessian(pattern, method=method, order=order)
-    hvp_mode = _pick_hvp_mode(flat, example_args, mode, coloring.n_colors, chunk_size, mesh)
-    return SparseHessian(flat, coloring, chunk_size, mesh, hvp_mode, frozen)
+    return _hessian_for_mode(flat, coloring, chunk_size, mesh, mode, frozen, example_args)
 
 
 # ---------------------------------------------------------------------------------------

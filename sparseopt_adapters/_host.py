@@ -210,7 +210,7 @@ def scalar_function(fun, variables: Variables, static, caller: str, hint: str):
         check_float_output(out, caller, "fun")
         return jnp.reshape(out, ()).astype(jnp.float64)
 
-    return fz
+    return _traced_once(fz)
 
 
 def vector_function(fun, variables: Variables | None, static, caller: str, what: str):
@@ -225,7 +225,15 @@ def vector_function(fun, variables: Variables | None, static, caller: str, what:
         check_float_output(out, caller, what)
         return out.astype(jnp.float64)
 
-    return rz
+    return _traced_once(rz)
+
+
+def _traced_once(fn):
+    """``fn`` behind `jax.jit`, never called on its own: JAX caches its trace (per argument
+    shapes), so the setup's detection, shape checks, products and every compiled evaluator
+    transform one jaxpr of the user's function instead of running its Python again (7 traces
+    of ``fun`` and 12 of each constraint per `ipopt.minimize` setup before)."""
+    return jax.jit(fn)
 
 
 # ---------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import warnings
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -578,6 +579,37 @@ def test_one_compilation_per_quantity(fresh_cache):
     lag = sa.sparse_lagrangian_hessian(band4_energy, lambda z: z[1:] ** 2 * z[:-1], x)
     assert compilations(lambda: lag(x, 1.0, ones)) == 1
     assert compilations(lambda: lag(x, 2.0, zeros)) == 0
+
+
+def test_building_from_a_pattern_compiles_nothing(fresh_cache):
+    """Setup is host work: the index arrays are placed with device_put, not jnp.asarray (which
+    compiles a `stage` executable per array shape on JAX 0.10)."""
+    n = 37  # shapes no other test uses: nothing is in JAX's in-memory cache yet
+    x = jnp.linspace(0.1, 1.0, n)
+    p = sa.SparsityPattern.from_dense(np.eye(n - 1, n) + np.eye(n - 1, n, k=1))
+    assert compilations(lambda: sa.sparse_jacobian(rosenbrock_res, x, pattern=p)) == 0
+    ph = sa.SparsityPattern.from_dense(np.eye(n) + np.eye(n, k=1) + np.eye(n, k=-1))
+    assert compilations(lambda: sa.sparse_hessian(rosenbrock, x, pattern=ph)) == 0
+
+
+def test_mode_check_and_call_share_one_trace_of_the_products(fresh_cache):
+    """The 'auto' HVP-mode (and Jacobian-direction) check traces the products a call runs,
+    and the call's compilation reuses that trace instead of tracing f again."""
+    x = jnp.linspace(0.1, 1.0, 12)
+    e, traces = helpers.counting(rosenbrock)
+    ph = sa.SparsityPattern.from_dense(np.eye(12) + np.eye(12, k=1) + np.eye(12, k=-1))
+    hess = sa.sparse_hessian(e, x, pattern=ph)
+    built = len(traces)  # the output shape (1) and the mode check (1)
+    assert built == 2 and hess.mode == "fwd_over_rev"
+    np.testing.assert_allclose(hess.todense(x), hessian(rosenbrock)(x), **TOL)
+    np.testing.assert_allclose(hess.lower_values(x), hess.values(x)[hess._lower_pos], **TOL)
+    assert len(traces) == built
+    r, rtraces = helpers.counting(rosenbrock_res)
+    p = sa.SparsityPattern.from_dense(np.eye(11, 12) + np.eye(11, 12, k=1))
+    jac = sa.sparse_jacobian(r, x, pattern=p)
+    built = len(rtraces)
+    np.testing.assert_allclose(jac.todense(x), jacfwd(rosenbrock_res)(x), **TOL)
+    assert len(rtraces) == built
 
 
 # -- integer arguments are index data (issue 13) --------------------------------------------

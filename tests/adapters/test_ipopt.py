@@ -506,6 +506,21 @@ def test_second_minimize_reuses_detection_coloring_and_executables():
     assert len(traces) > n_traces
 
 
+def test_first_minimize_traces_each_user_function_once():
+    """Detection, colouring checks and the three executables all transform one jaxpr of
+    ``fun`` and one of each constraint (7 and 12 traces of them before)."""
+    sa.clear_cache()
+    f, ftraces = helpers.counting(hs071)
+    g, gtraces = helpers.counting(lambda x: jnp.prod(x) - 25.0)
+    h, htraces = helpers.counting(lambda x: jnp.sum(x**2) - 40.0)
+    cons = [{"type": "ineq", "fun": g}, {"type": "eq", "fun": h}]
+    res = ipopt.minimize(f, np.array([1.0, 5.0, 5.0, 1.0]), bounds=[(1, 5)] * 4,
+                         constraints=cons)
+    np.testing.assert_allclose(res.x, HS071_X, rtol=1e-6)
+    assert (len(ftraces), len(gtraces), len(htraces)) == (1, 1, 1)
+    assert res.compilations["evaluators"] == 3
+
+
 def test_setup_cache_misses_on_new_shape_static_arg_and_hessian_option():
     sa.clear_cache()
     f, traces = helpers.counting(lambda x, c, s: s * jnp.sum((x - c) ** 2) + jnp.sum(x**4))
