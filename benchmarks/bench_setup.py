@@ -19,7 +19,19 @@ split and XLA compilation count. CasADi: model (symbolic expressions) + build (`
 (tol 1e-8, mu_strategy monotone, MUMPS). Goals (issue 14): first call <= CasADi total,
 repeat <= 1.5x CasADi's repeated solve.
 
-Run:  python benchmarks/bench_setup.py [--quick] [--reps R] [--only NAME ...]
+The JAX floor: what any JAX program solving the problem pays before its first evaluation,
+measured in the same process on fresh function objects: ``jax.jit(f).lower(x).compile()``
+plus ``jax.jit(jax.grad(f))`` (plus ``jax.jit(c)`` for each constraint function), printed
+next to our setup (detection + colouring + compilation) as ``setup / floor``.
+
+``--profile``: where the first call's time goes, per problem: detection, colouring, tracing,
+lowering, each XLA compilation (the executables by name, eager one-off ops summed), IPOPT up
+to its first iteration, and the rest of the solve. ``--rerun-with-cache``: the first call in
+two fresh processes sharing a new JAX persistent compilation cache (the second finds the
+executables on disk), as docs/adapters/ipopt.md recommends for reruns of a script.
+
+Run:  python benchmarks/bench_setup.py [--quick] [--reps R] [--only NAME ...] [--profile]
+          [--rerun-with-cache]
 (``--quick``: the same problems at ~1/10 of the size.)
 """
 
@@ -31,7 +43,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import re  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import jax.numpy as jnp  # noqa: E402
@@ -264,10 +282,197 @@ def run_casadi(p, reps):
                 fun=float(sol["f"]), ok=bool(st.get("success")))
 
 
+def constraint_functions(p):
+    cons = p["kw"].get("constraints", ())
+    cons = cons if isinstance(cons, list | tuple) else [cons]
+    return [c["fun"] if isinstance(c, dict) else c.fun for c in cons]
+
+
+def jax_floor(p):
+    """Seconds any JAX program pays before evaluating: ``jax.jit(f)``, ``jax.jit(jax.grad(f))``
+    and ``jax.jit(c)`` for each constraint function, lowered and compiled (fresh function
+    objects, so no trace or executable is reused from our run)."""
+    import jax
+
+    x = jax.ShapeDtypeStruct(np.shape(p["x0"]), jnp.float64)
+
+    def fresh(g):
+        return lambda z: g(z)
+
+    t = time.perf_counter()
+    jax.jit(fresh(p["fun"])).lower(x).compile()
+    jax.jit(jax.grad(fresh(p["fun"]))).lower(x).compile()
+    for c in constraint_functions(p):
+        jax.jit(fresh(c)).lower(x).compile()
+    return time.perf_counter() - t
+
+
+# ---------------------------------------------------------------------------------------
+# --profile: where the first call's time goes
+# ---------------------------------------------------------------------------------------
+class _Timed:
+    """Seconds spent in the wrapped functions (outermost calls only)."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._depth = 0
+        self._saved = []
+
+    def restore(self):
+        for module, name, fn in reversed(self._saved):
+            setattr(module, name, fn)
+        self._saved.clear()
+
+    def wrap(self, module, name, label):
+        fn = getattr(module, name, None)
+        if fn is None:
+            return
+        self._saved.append((module, name, fn))
+        timed = self
+
+        def wrapper(*a, **k):
+            if timed._depth:
+                return fn(*a, **k)
+            timed._depth += 1
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                timed._depth -= 1
+                timed.seconds[label] = timed.seconds.get(label, 0.0) + time.perf_counter() - t
+
+        setattr(module, name, wrapper)
+
+
+class _CompileLog(logging.Handler):
+    """XLA compilations by executable name, from JAX's ``jax_log_compiles`` messages."""
+
+    def __init__(self):
+        super().__init__()
+        self.items = []
+
+    def emit(self, record):
+        m = re.match(r"Finished XLA compilation of (\S+) in ([0-9.e-]+) sec", record.getMessage())
+        if m:
+            self.items.append((m.group(1), float(m.group(2))))
+
+
+def profile_first_call(p):
+    """The first ``ipopt.minimize`` call split into its phases (one dict)."""
+    import jax
+    from jax import monitoring
+
+    import sparseopt_adapters._compressed as compressed
+    import sparseopt_adapters._detection as detection
+    from sparseopt_adapters.ipopt import _nlp
+
+    timed = _Timed()
+    for mod in (detection, _nlp):
+        timed.wrap(mod, "hessian_sparsity", "detection")
+        timed.wrap(mod, "jacobian_sparsity", "detection")
+    for mod in (compressed, _nlp):
+        timed.wrap(mod, "color_hessian", "colouring")
+        timed.wrap(mod, "color_jacobian", "colouring")
+    events = {}
+
+    def on_event(event, duration, **kw):
+        e = events.setdefault(event.rsplit("/", 1)[-1], [0, 0.0])
+        e[0] += 1
+        e[1] += duration
+
+    monitoring.register_event_duration_secs_listener(on_event)
+    log = _CompileLog()
+    logger = logging.getLogger("jax")
+    old = (logger.level, logger.propagate)
+    logger.addHandler(log)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    jax.config.update("jax_log_compiles", True)
+    marks = {}
+
+    def first_iteration(state):
+        marks.setdefault("iter0", time.perf_counter())
+
+    try:
+        t0 = time.perf_counter()
+        res = ipopt.minimize(p["fun"], p["x0"], options=OPTIONS, callback=first_iteration,
+                             **p["kw"])
+        total = time.perf_counter() - t0
+    finally:
+        jax.config.update("jax_log_compiles", False)
+        logger.removeHandler(log)
+        logger.setLevel(old[0])
+        logger.propagate = old[1]
+        try:
+            monitoring.unregister_event_duration_listener(on_event)
+        except (AttributeError, AssertionError, ValueError):  # pragma: no cover - old JAX
+            pass
+        timed.restore()
+    st = res.setup_time
+    setup = st["total"]
+    execs = {n[4:-1]: d for n, d in log.items if n in ("jit(fc)", "jit(gj)", "jit(h)")}
+    eager = [(n, d) for n, d in log.items if n not in ("jit(fc)", "jit(gj)", "jit(h)")]
+    to_iter0 = marks.get("iter0", t0 + total) - t0 - setup
+    trace = events.get("jaxpr_trace_duration", [0, 0.0])
+    return dict(
+        total=total, setup=setup, detection=timed.seconds.get("detection", 0.0),
+        colouring=timed.seconds.get("colouring", 0.0), compile_phase=st["compile"],
+        lower=st.get("lower", 0.0), traces=trace[0], trace_s=trace[1],
+        xla_fc=execs.get("fc"), xla_gj=execs.get("gj"), xla_h=execs.get("h"),
+        eager=len(eager), eager_s=sum(d for _, d in eager),
+        eager_names=", ".join(sorted({n for n, _ in eager})),
+        ipopt_to_iter0=to_iter0, rest=total - setup - to_iter0, nit=res.nit)
+
+
+def rerun_with_cache(name, quick):
+    """First-call numbers of two fresh processes sharing a new persistent compilation cache."""
+    out = []
+    with tempfile.TemporaryDirectory(prefix="jax_cache_") as d:
+        for _ in range(2):
+            cmd = [sys.executable, __file__, "--child-first-call", name, "--cache-dir", d]
+            if quick:
+                cmd.append("--quick")
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            line = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+            if r.returncode or not line:
+                raise RuntimeError(f"child failed: {r.stderr[-2000:]}")
+            out.append(json.loads(line[-1]))
+    return out
+
+
+def child_first_call(name, quick, cache_dir):
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    t = time.perf_counter()
+    warm_up()
+    t_warm = time.perf_counter() - t
+    make, full, small = PROBLEMS[name]
+    p = make(small if quick else full)
+    t = time.perf_counter()
+    res = ipopt.minimize(p["fun"], p["x0"], options=OPTIONS, **p["kw"])
+    first = time.perf_counter() - t
+    print(json.dumps(dict(warm_up=t_warm, first=first, setup=res.setup_time["total"],
+                          compile=res.setup_time["compile"],
+                          xla_s=res.compilations["seconds"], ok=bool(res.success))))
+
+
 def warm_up():
     """Initialise JAX's CPU backend and IPOPT once, outside every timed call."""
     ipopt.minimize(lambda x: jnp.sum((x - 1.0) ** 2), np.zeros(2), options=OPTIONS)
     sa.clear_cache()
+
+
+def print_markdown(tab):
+    print()
+    print("| " + " | ".join(tab["columns"]) + " |")
+    print("|" + "---|" * len(tab["columns"]))
+    for r in tab["rows"]:
+        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r)
+              + " |")
+    for n in tab["notes"]:
+        print(f"- {n}")
 
 
 def main(argv=None):
@@ -276,62 +481,107 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=3, help="repeated solves (median)")
     ap.add_argument("--only", nargs="*", choices=list(PROBLEMS), default=None)
     ap.add_argument("--no-casadi", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="also split each first call into its phases (own table)")
+    ap.add_argument("--rerun-with-cache", action="store_true",
+                    help="also time the first call in two fresh processes sharing a new JAX "
+                         "persistent compilation cache")
+    ap.add_argument("--child-first-call", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
     add_json_argument(ap)
     args = ap.parse_args(argv)
+    if args.child_first_call:
+        child_first_call(args.child_first_call, args.quick, args.cache_dir)
+        return
     try:
         import casadi  # noqa: F401
         have_casadi = not args.no_casadi
     except ImportError:
         have_casadi = False
     warm_up()
-    rows, notes = [], []
+    rows, notes, prof_rows, cache_rows = [], [], [], []
     for name in args.only or PROBLEMS:
         make, full, quick = PROBLEMS[name]
         p = make(quick if args.quick else full)
         ours = run_ours(p, args.reps)
+        floor = jax_floor(p)
         cas = run_casadi(p, args.reps) if have_casadi else None
         s, c = ours["setup"], ours["compiles"]
         row = [f"{name} (n={p['n']})", version("casadi") if cas else "-",
                ours["first"], ours["again"], ours["again_lib"], s["sparsity_and_coloring"],
-               s["compile"], c["count"], c["evaluators"], ours["nit"]]
+               s["compile"], c["count"], c["evaluators"], ours["nit"], s["total"], floor,
+               s["total"] / floor]
         if cas:
             best = min(ours["again"], ours["again_lib"] or np.inf)
             row += [cas["model"] + cas["build"], cas["total"], cas["again"], cas["nit"],
                     ours["first"] / cas["total"], ours["again"] / cas["again"],
-                    best / cas["again"]]
+                    best / cas["again"], (floor + ours["solve"]) / cas["total"]]
             if abs(cas["fun"] - ours["fun"]) > 1e-6 * max(1.0, abs(cas["fun"])):
                 notes.append(f"{name}: objectives differ: ours {ours['fun']:.10g}, "
                              f"casadi {cas['fun']:.10g}")
         else:
-            row += [None] * 7
+            row += [None] * 8
         if not ours["ok"] or (cas and not cas["ok"]):
             notes.append(f"{name}: success ours={ours['ok']} casadi={cas and cas['ok']}")
         rows.append(row)
-        print(f"{name}: first {ours['first']:.2f} s, again {ours['again']:.3f} s"
+        print(f"{name}: first {ours['first']:.2f} s (setup {s['total']:.2f} s, JAX floor "
+              f"{floor:.2f} s), again {ours['again']:.3f} s"
               + (f"; casadi total {cas['total']:.2f} s, again {cas['again']:.3f} s"
                  if cas else ""), flush=True)
+        if args.profile:
+            sa.clear_cache()
+            q = profile_first_call(make(quick if args.quick else full))
+            prof_rows.append([name, "-", q["total"], q["setup"], q["detection"], q["colouring"],
+                              q["compile_phase"], q["lower"], q["xla_fc"], q["xla_gj"],
+                              q["xla_h"], q["traces"], q["trace_s"], q["eager"], q["eager_s"],
+                              q["eager_names"], q["ipopt_to_iter0"], q["rest"], q["nit"]])
+        if args.rerun_with_cache:
+            a, b = rerun_with_cache(name, args.quick)
+            cache_rows.append([name, "-", a["first"], a["setup"], a["compile"], b["first"],
+                               b["setup"], b["compile"], b["first"] / a["first"]])
     cols = ["problem", "peer", "1st call [s]", "2nd call [s]", "2nd, libipopt [s]",
             "detect+colour [s]", "compile [s]", "XLA compiles", "evaluators", "iters",
+            "setup [s]", "JAX floor [s]", "setup / floor",
             "casadi model+build [s]", "casadi total 1st [s]", "casadi repeat [s]",
             "casadi iters", "1st / casadi", "2nd / casadi repeat",
-            "best 2nd / casadi repeat"]
+            "best 2nd / casadi repeat", "(floor + our solve) / casadi"]
     notes += ["1st call in a process where JAX and IPOPT were initialised by a 2-variable "
               "warm-up solve; 2nd call: same function objects (setup cache hit), median of "
               f"{args.reps}.",
               "Goals: 1st / casadi <= 1 and 2nd / casadi repeat <= 1.5. '2nd, libipopt': the "
               "same cached setup driving CasADi's libipopt through IPOPT's C interface "
               "(backend='libipopt'), i.e. the same IPOPT/MUMPS build as CasADi.",
+              "JAX floor: jit(f) + jit(grad f) + jit(c) per constraint, lowered and compiled "
+              "on fresh function objects in this process: what any JAX program pays before "
+              "its first evaluation. '(floor + our solve) / casadi' > 1 means no JAX program "
+              "using this IPOPT can reach CasADi's first-call total.",
               "Single-threaded BLAS; numbers from a shared, loaded machine vary by ±30 %."]
     tab = table("ipopt.minimize setup paid once vs CasADi", cols, rows, notes)
-    print()
-    print("| " + " | ".join(cols) + " |")
-    print("|" + "---|" * len(cols))
-    for r in tab["rows"]:
-        print("| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r)
-              + " |")
-    for n in notes:
-        print(f"- {n}")
-    write_json(args.json, "setup", [tab],
+    tables = [tab]
+    print_markdown(tab)
+    if prof_rows:
+        pcols = ["problem", "peer", "1st call [s]", "setup [s]", "detection [s]",
+                 "colouring [s]", "compile phase [s]", "trace+lower [s]", "XLA fc [s]",
+                 "XLA gj [s]", "XLA h [s]", "traces (all)", "trace [s]", "eager compiles",
+                 "eager [s]", "eager ops", "IPOPT to 1st iter [s]", "rest of solve [s]",
+                 "iters"]
+        pnotes = ["A separate first call (setup cache cleared) with jax_log_compiles and "
+                  "JAX's monitoring events on. 'compile phase' = trace + lower of the three "
+                  "executables + their XLA compilations; detection includes its own tracing "
+                  "and the eager ops it folds ('eager': XLA compilations outside fc/gj/h)."]
+        tables.append(table("first call, phase by phase", pcols, prof_rows, pnotes))
+        print_markdown(tables[-1])
+    if cache_rows:
+        ccols = ["problem", "peer", "cold 1st call [s]", "cold setup [s]", "cold compile [s]",
+                 "rerun 1st call [s]", "rerun setup [s]", "rerun compile [s]",
+                 "rerun / cold"]
+        cnotes = ["Two fresh processes, each after the 2-variable warm-up, sharing a new "
+                  "jax_compilation_cache_dir (jax_persistent_cache_min_compile_time_secs=0); "
+                  "the second reads the executables from disk."]
+        tables.append(table("reruns with JAX's persistent compilation cache", ccols,
+                            cache_rows, cnotes))
+        print_markdown(tables[-1])
+    write_json(args.json, "setup", tables,
                {"jax": version("jax").split()[1], "casadi": version("casadi").split()[1]})
 
 
