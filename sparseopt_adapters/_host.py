@@ -229,11 +229,14 @@ def vector_function(fun, variables: Variables | None, static, caller: str, what:
 
 
 def _traced_once(fn):
-    """``fn`` behind `jax.jit`, never called on its own: JAX caches its trace (per argument
-    shapes), so the setup's detection, shape checks, products and every compiled evaluator
-    transform one jaxpr of the user's function instead of running its Python again (7 traces
-    of ``fun`` and 12 of each constraint per `ipopt.minimize` setup before)."""
-    return jax.jit(fn)
+    """``fn`` behind `jax.jit` (``inline=True``), never called on its own: JAX caches its
+    trace (per argument shapes), so the setup's detection, shape checks, products and every
+    compiled evaluator transform one jaxpr of the user's function instead of running its
+    Python again (7 traces of ``fun`` and 12 of each constraint per `ipopt.minimize` setup
+    before). Inlined, the jaxpr's equations land in each caller's program as if ``fn`` had
+    been traced there: no nested call for detection to fold (a call whose inputs are all
+    known was evaluated, i.e. compiled, whole) and none in the lowered code."""
+    return jax.jit(fn, inline=True)
 
 
 # ---------------------------------------------------------------------------------------

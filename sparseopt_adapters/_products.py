@@ -130,4 +130,6 @@ def decompress_index(compressed, index, gather="gather"):
     substitution of an acyclic coloring). Jit-able."""
     if "subst" in index:
         compressed = jnp.concatenate([compressed, _substitute(compressed, index["subst"])])
-    return compressed[index[gather]]
+    # the gather indices are in bounds by construction: no clamping (Rosenbrock n = 1e5,
+    # 3e5 values: 181 vs 229 us, median of 60)
+    return compressed.at[index[gather]].get(mode="promise_in_bounds")

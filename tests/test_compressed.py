@@ -612,6 +612,28 @@ def test_mode_check_and_call_share_one_trace_of_the_products(fresh_cache):
     assert len(rtraces) == built
 
 
+def test_seeds_passed_as_arguments_beyond_the_constant_size(fresh_cache, monkeypatch):
+    """Seed matrices too big to be constants are made once on the host and passed to the
+    call (building them from the colours in the graph cost a pass per call); the values are
+    exactly those of the dense derivatives, in both directions and for Hessians."""
+    import sparseopt_adapters._compressed as compressed
+
+    monkeypatch.setattr(compressed, "_CONST_SEEDS_MAX", 0)
+    x = jnp.linspace(0.2, 1.0, 30)
+    jac = sa.sparse_jacobian(arrow_residual, x, mode="bidirectional")
+    assert jac.jvp_count and jac.vjp_count
+    index = jac._static.numpy
+    assert index["col_seeds"].shape == (jac.jvp_count, 30)
+    assert index["row_seeds"].shape == (jac.vjp_count, jac.shape[0])
+    np.testing.assert_allclose(jac.todense(x), jacfwd(arrow_residual)(x), **TOL)
+    hess = sa.sparse_hessian(band4_energy, x)
+    assert hess._static.numpy["col_seeds"].shape == (hess.n_colors, 30)
+    np.testing.assert_allclose(hess.todense(x), hessian(band4_energy)(x), **TOL)
+    chunked = sa.sparse_hessian(band4_energy, x, chunk_size=2)  # bounded memory: in the graph
+    assert "col_seeds" not in chunked._static.numpy
+    np.testing.assert_allclose(chunked.todense(x), hessian(band4_energy)(x), **TOL)
+
+
 # -- integer arguments are index data (issue 13) --------------------------------------------
 def test_other_index_data_raises_instead_of_a_wrong_jacobian(fresh_cache):
     x = jnp.linspace(0.1, 1, 8)
