@@ -25,16 +25,26 @@ Solvers (the same IPOPT options for all: tol 1e-8, mu_strategy monotone, MUMPS):
 
 Columns: iterations; setup (ours: detection + coloring + compile, the setup cache cleared
 first; casadi: nlpsol build; dense: jit compile); solve wall time (median of --reps solves
-after one warm-up solve; the solvers of a problem take turns, rep by rep) and
-process CPU time, both also as a ratio to CasADi; IPOPT's own print_timing_statistics split of
-the solve into time in NLP function evaluations (everything inside the callbacks, including
-cyipopt's copies) and everything else (MUMPS, line search, ...); `cb share`: the function
-evaluations' share of IPOPT's time (CPU: steadier than wall on a shared machine; goal for
-ours-libipopt: < 10 %); for ours also the wall time spent inside our Python callbacks.
+after one warm-up solve) and process CPU time; ×cas: the median over reps of the ratio to
+CasADi's solve in the same rep (the solvers of a problem take turns rep by rep, in reversed
+order every other rep, so a load change on a shared machine hits both sides of a ratio);
+IPOPT's own print_timing_statistics split of the solve into time in NLP function evaluations
+(everything inside the callbacks, including cyipopt's copies) and everything else (MUMPS,
+line search, ...); `cb share`: the function evaluations' share of IPOPT's CPU time (goal for
+ours-libipopt: < 10 % where CasADi's is); for ours also the wall time inside our Python
+callbacks. A second table puts IPOPT's own timers for casadi and ours-libipopt (the same
+library) side by side, with MUMPS' factor size from one more, untimed, solve: where a gap is
+inside IPOPT, it shows there. Both sides' IPOPT options are printed first.
+
+--glue replays one IPOPT iteration's callbacks (f and c at a new point, ∇f, J, H) through
+the libipopt backend's C callbacks and splits each: the jitted call (dispatch + run +
+wait), the memcpy into IPOPT's buffer, ctypes' C -> Python round trip, and our Python glue.
 
 Run:
-    python benchmarks/bench_ipopt.py            # n = 1e4 and 1e5 (several minutes)
-    python benchmarks/bench_ipopt.py --quick    # small sizes only (< 2 min)
+    python benchmarks/bench_ipopt.py --no-lbfgs     # n = 1e4 and 1e5 (10-20 minutes)
+    python benchmarks/bench_ipopt.py --pair         # casadi vs ours-libipopt only
+    python benchmarks/bench_ipopt.py --quick        # small sizes only (< 2 min)
+    python benchmarks/bench_ipopt.py --glue         # the per-callback cost split
 """
 
 from __future__ import annotations
@@ -528,10 +538,15 @@ def main(argv=None):
     ap.add_argument("--no-lbfgs", action="store_true")
     ap.add_argument("--no-wheel-lib", action="store_true",
                     help="skip the ours-lib@wheel row (backend='libipopt' on cyipopt's IPOPT)")
+    ap.add_argument("--sync-dispatch", action="store_true",
+                    help="jax_cpu_enable_async_dispatch=False: JAX runs each executable on the "
+                         "calling thread (no hand-off to a worker thread and back)")
     ap.add_argument("--glue", action="store_true",
                     help="only the per-callback cost split of backend='libipopt'")
     add_json_argument(ap)
     a = ap.parse_args(argv)
+    if a.sync_dispatch:  # before JAX creates its CPU client (the first array below)
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
 
     if a.quick:
         problems = [luksan_vlcek(1000), luksan_vlcek(10_000), control(20, 20)]
@@ -540,6 +555,8 @@ def main(argv=None):
                     control(250, 200)]
     if a.only:
         problems = [p for p in problems if p["size"] in a.only.split(",")]
+    if a.sync_dispatch:
+        print("# jax_cpu_enable_async_dispatch=False")
     if a.glue:
         t = run_glue(problems, 200 if a.quick else 100)
         write_json(a.json, "ipopt", [t], versions={"jax": jax.__version__})
@@ -575,8 +592,9 @@ def main(argv=None):
             main.append(run_ours(p, backend="libipopt", libipopt=wheellib,
                                  label="ours-lib@wheel"))
         if not printed_options:  # the same IPOPT options on both sides, as each one sets them
-            for case in main[:: len(main) - 1]:
-                print(f"# IPOPT options, {case['solver']}: {case['options']}")
+            for case in main:
+                if case["solver"] in ("casadi", "ours-libipopt"):
+                    print(f"# IPOPT options, {case['solver']}: {case['options']}")
             print(HEADER)
             printed_options = True
         slow = []  # long-running baselines

@@ -1,11 +1,14 @@
 """``backend="libipopt"``: IPOPT's C interface (IpStdCInterface.h) driven through ctypes.
 
-[`CBackend`][] drives the same problem object cyipopt drives — its ``objective``,
-``gradient``, ``constraints``, ``jacobian``, ``hessian``, ``jacobianstructure``,
-``hessianstructure`` and ``intermediate`` methods, i.e. the same compiled, fused, x-cached
-evaluations — but each value array goes into IPOPT's own buffer in one ``memcpy``
-(``out[...] = values`` on a numpy view of the C pointer) where cyipopt copies element by element
-(100–230 ns per nonzero). Any library ``_libraries.resolve`` accepts can be used: the one in
+[`CBackend`][] drives the same compiled, fused, x-cached evaluations cyipopt drives, but
+each value array goes into IPOPT's own buffer in one ``memcpy`` (``out[...] = values`` on a
+numpy view of the C pointer) where cyipopt copies element by element (100–230 ns per
+nonzero). When the problem is a plain `ipopt.Problem`, the C callbacks call its `_NLP`
+directly, on views of IPOPT's ``x`` and multipliers (no copy) and with IPOPT's ``new_x``
+flag (the x-cache then skips comparing ``x``); a subclass that redefines a callback gets its
+own ``objective`` ... ``hessian`` methods called, as cyipopt calls them.
+
+Any library ``_libraries.resolve`` accepts can be used: the one in
 ``casadi`` (IPOPT 3.14.19, MUMPS 5.8.2 + METIS), the one in ``cyipopt-wheels``, or a user build
 with HSL or Pardiso.
 
