@@ -311,6 +311,20 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
         symmetric = bool(m == n and lx.is_symmetric(operator))
         return _DirectState(values.astype(_F64), c.pattern, symmetric, in_struct, out_struct)
 
+    def init_from_values(self, operator, values) -> _DirectState:
+        """The state of `init` from the operator's values on ``pattern`` computed elsewhere
+        (e.g. by a sharded ``sa.sparse_jacobian``; pass it as ``lx.linear_solve(...,
+        state=)``)."""
+        in_struct, out_struct = operator.in_structure(), operator.out_structure()
+        m, n = _struct_ravel(out_struct)[2], _struct_ravel(in_struct)[2]
+        if (m, n) != self.pattern.shape or values.shape != (self.pattern.nnz,):
+            raise ValueError(
+                f"SparseDirectSolver.init_from_values: {values.shape} values for a {m}×{n} "
+                f"operator, but the solver's pattern is {self.pattern!r}."
+            )
+        symmetric = bool(m == n and lx.is_symmetric(operator))
+        return _DirectState(values.astype(_F64), self.pattern, symmetric, in_struct, out_struct)
+
     def compute(self, state: _DirectState, vector, options):
         del options
         ravel_out, _, _ = _struct_ravel(state.out_structure)
@@ -525,6 +539,11 @@ class GaussNewton:
             ``m ≥ n``, else ``"auto"``.
         direct_backend: The sparse factorisation of the direct route
             (``sparseopt_adapters._direct.BACKENDS``; default ``"auto"``).
+        mesh: A `jax.sharding.Mesh` (or a list of devices) to run on (``docs/sharding.md``):
+            ``x``, the residual and the CG/LSMR vectors split along the variables
+            (``_sharding.solver_sharding``), the direct route's Jacobian assembled by a
+            sharded ``sa.sparse_jacobian`` and its values gathered once per step for the
+            host factorisation. ``None``: one device.
 
     Attributes:
         route: The route chosen.
@@ -558,6 +577,7 @@ class GaussNewton:
         linear_max_steps: int | None = None,
         coloring_mode: str | None = None,
         direct_backend: str = "auto",
+        mesh=None,
     ):
         from . import _policy
 
@@ -602,6 +622,11 @@ class GaussNewton:
         self._linear_rtol = linear_rtol
         self._linear_atol = linear_atol
         self._linear_max_steps = linear_max_steps
+        # -- issue 17 (owner: _sharding): mesh= splits the vectors, shards the assembly --
+        self.mesh, self._sharding, self._jac = None, None, None
+        if mesh is not None:
+            self._set_mesh(mesh, x_flat, args)
+        # -- end of mesh --
         self._step_jit = jax.jit(self._step_impl, static_argnames=("damped", "route"))
         self._energy_jit = jax.jit(self._energy_impl)
         self._curvature_jit = jax.jit(self._mean_curvature_impl)
@@ -611,6 +636,28 @@ class GaussNewton:
             f"GaussNewton(n={self.n}, m={self.m}, route={self.route!r}, "
             f"n_colors={self.n_colors}, nnz(JᵀJ)={self.normal_nnz})"
         )
+
+    def _set_mesh(self, mesh, x_flat, args):
+        from . import _sharding
+        from ._compressed import sparse_jacobian
+
+        self.mesh = _sharding.check_mesh(mesh, "sa.GaussNewton")
+        self._sharding = _sharding.solver_sharding(self.mesh, self.n, "sa.GaussNewton")
+        if self._direct is not None:  # the same colouring, products split over the mesh
+            self._jac = sparse_jacobian(self._r_flat, x_flat, *args,
+                                        coloring=self._direct.coloring, mesh=self.mesh)
+
+    def _place(self, x_flat):
+        from ._sharding import constrain_vector
+
+        return constrain_vector(x_flat, self._sharding)
+
+    def _direct_state(self, solver, op, x_flat, args, sq):
+        """With a mesh: the direct route's state from the sharded Jacobian's values."""
+        values = self._jac.values(x_flat, *args)
+        if sq is not None:  # [J; √(λD)]: the identity rows follow J's in pattern order
+            values = jnp.concatenate([values.astype(_F64), sq])
+        return solver.init_from_values(op, values)
 
     def _linear_solver(self, route: str, damped: bool):
         kw = dict(rtol=self._linear_rtol, atol=self._linear_atol, max_steps=self._linear_max_steps)
@@ -630,10 +677,12 @@ class GaussNewton:
 
     # -- jitted pieces --------------------------------------------------------------------
     def _energy_impl(self, x_flat, args):
+        x_flat = self._place(x_flat)
         r = self._r_flat(x_flat, *args)
         return jnp.sum(r * r)
 
     def _step_impl(self, x_flat, args, damping, diag, damped: bool, route: str):
+        x_flat = self._place(x_flat)
         r, lin = jax.linearize(lambda v: self._r_flat(v, *args), x_flat)
         struct = jax.ShapeDtypeStruct(x_flat.shape, _F64)
         J = lx.FunctionLinearOperator(lin, struct)
@@ -645,14 +694,18 @@ class GaussNewton:
             vec = (-r, jnp.zeros_like(x_flat))
         else:
             op, vec = J, -r
-        sol = lx.linear_solve(op, vec, solver, throw=False)
-        delta = sol.value
+        kw = {}
+        if self._jac is not None and route == "direct":  # mesh: sharded assembly
+            kw["state"] = self._direct_state(solver, op, x_flat, args, sq if damped else None)
+        sol = lx.linear_solve(op, vec, solver, throw=False, **kw)
+        delta = self._place(sol.value)
         # the Gauss–Newton model's prediction ‖r + Jδ‖² (one more JVP) for damping control
         model = jnp.sum((r + J.mv(delta)) ** 2)
         return delta, jnp.sum(r * r), 2.0 * Jtr, sol.result, model
 
     def _mean_curvature_impl(self, x_flat, args):
         """``‖J z‖² / n`` for a Rademacher ``z``: an estimate of the mean diagonal of JᵀJ."""
+        x_flat = self._place(x_flat)
         z = jnp.where(jnp.arange(x_flat.size) % 2 == 0, 1.0, -1.0)
         z = z * jnp.where(jax.random.bernoulli(jax.random.key(0), 0.5, z.shape), 1.0, -1.0)
         _, jz = jax.jvp(lambda v: self._r_flat(v, *args), (x_flat,), (z,))
@@ -735,6 +788,7 @@ class GaussNewton:
         """
         t0 = time.perf_counter()
         x_flat, _ = ravel_parameters(x0)
+        x_flat = self._place(x_flat)  # mesh=: x stays split over the mesh between steps
         adaptive = isinstance(damping, str)
         if adaptive and damping != "adaptive":
             raise ValueError(f"damping must be a number >= 0 or 'adaptive', got {damping!r}.")

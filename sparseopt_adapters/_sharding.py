@@ -73,12 +73,15 @@ __all__ = [
     "VARIABLE_AXIS",
     "check_mesh",
     "choose_sharding",
+    "constrain_vector",
     "color_mesh",
     "map_seeds_sharded",
     "padded_values",
+    "placement",
     "seed_sharding",
     "shard_variables",
     "sharded_products",
+    "solver_sharding",
     "variable_mesh",
 ]
 
@@ -204,6 +207,75 @@ def choose_sharding(n_colors: int, n_devices: int, n: int, axis_names=()) -> str
     if n % n_devices or n < MIN_VARIABLES_PER_DEVICE * n_devices:
         return "colors"
     return "variables"
+
+
+def solver_sharding(mesh, n: int, caller: str = "solver") -> NamedSharding | None:
+    """How a solver given ``mesh=`` places its flat ``n``-vectors (``x``, steps, CG/LSMR
+    vectors): split in contiguous blocks over every mesh axis, or ``None`` (replicated).
+
+    The same rule as [`choose_sharding`][] with no colours to count (a matrix-free solve has
+    none): split along the variables on a [`variable_mesh`][], or on any other mesh when
+    ``D | n`` and ``n >= MIN_VARIABLES_PER_DEVICE * D``; replicated on a [`color_mesh`][],
+    on one device, or when ``n`` is too short or not divisible (then only the derivative
+    products are split, by the colour axis). A variable mesh whose size does not divide
+    ``n`` is refused, as by the derivatives.
+
+    Args:
+        mesh: ``None``, a `jax.sharding.Mesh` or a sequence of devices.
+        n: length of the flat parameter vector.
+        caller: the public name, for error messages.
+
+    Returns:
+        A `NamedSharding` (``PartitionSpec`` over the mesh axes) or ``None``.
+
+    Example:
+        >>> import jax
+        >>> from sparseopt_adapters._sharding import solver_sharding, variable_mesh
+        >>> solver_sharding(variable_mesh(jax.devices()[:1]), 8).spec
+        PartitionSpec('variables',)
+    """
+    mesh = check_mesh(mesh, caller)
+    if mesh is None:
+        return None
+    how = choose_sharding(0, int(mesh.size), int(n), mesh.axis_names)
+    return NamedSharding(mesh, _spec(mesh)) if how == "variables" else None
+
+
+def constrain_vector(v, sharding: NamedSharding | None):
+    """``v`` constrained to ``sharding`` (from [`solver_sharding`][]); unchanged for ``None``.
+
+    Under `jax.jit` a sharding constraint (XLA's partitioner then keeps what is computed
+    from ``v`` split); outside, ``v`` placed on the mesh (a global array, also across
+    processes when every process passes the same value).
+    """
+    if sharding is None:
+        return v
+    if isinstance(v, jax.core.Tracer):
+        return jax.lax.with_sharding_constraint(v, sharding)
+    if isinstance(v, jax.Array) and v.sharding.is_equivalent_to(sharding, v.ndim):
+        return v
+    if isinstance(v, jax.Array) and not v.is_fully_addressable:
+        return jax.jit(lambda a: a, out_shardings=sharding)(v)
+    return _global_array(np.asarray(v), sharding)
+
+
+def placement(mesh, n: int, caller: str):
+    """``(mesh, place)`` for an adapter given ``mesh=``: the normalized mesh (``None``,
+    hashable: part of a setup-cache key) and ``place(x)``, which puts a flat ``n``-vector
+    from the host solver on the mesh as [`solver_sharding`][] says (identity without one).
+
+    Example:
+        >>> import numpy as np
+        >>> from sparseopt_adapters._sharding import placement
+        >>> mesh, place = placement(None, 3, "demo")
+        >>> mesh, place(np.ones(3)).shape
+        (None, (3,))
+    """
+    mesh = check_mesh(mesh, caller)
+    sharding = solver_sharding(mesh, n, caller)
+    if sharding is None:
+        return mesh, lambda x: x
+    return mesh, lambda x: constrain_vector(x, sharding)
 
 
 def _spec(mesh: Mesh) -> PartitionSpec:

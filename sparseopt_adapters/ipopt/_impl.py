@@ -203,6 +203,10 @@ class Problem(cyipopt.Problem):
             ctypes, values written straight into IPOPT's buffers; see [`minimize`][].
         libipopt: with ``backend="libipopt"``, the IPOPT shared library to load (default:
             ``$SPARSEOPT_LIBIPOPT``, else casadi's, cyipopt-wheels', a system one).
+        mesh: a `jax.sharding.Mesh` (or a list of devices) the evaluations run on (the
+            Jacobian and Lagrangian Hessian split as ``sa.sparse_jacobian(mesh=)`` decides;
+            ``docs/sharding.md``). IPOPT stays on the host: ``x`` goes to the mesh and each
+            result comes back once per evaluation. ``None``: one device.
 
     Attributes:
         n, m: number of variables and of constraint rows.
@@ -242,6 +246,7 @@ class Problem(cyipopt.Problem):
         callback: Callable | None = None,
         backend: str = "cyipopt",
         libipopt: str | os.PathLike | None = None,
+        mesh=None,
     ):
         opts = _merged_options(options)
         self._capi = None
@@ -254,6 +259,7 @@ class Problem(cyipopt.Problem):
             hessian=_wants_exact_hessian(opts),
             error_cls=cyipopt.CyIpoptEvaluationError,
             caller=type(self).__name__ if type(self) is not Problem else "ipopt.Problem",
+            mesh=mesh,
         )
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, got {type(callback).__name__}.")
@@ -431,6 +437,7 @@ def minimize(
     callback: Callable | None = None,
     backend: str = "cyipopt",
     libipopt: str | os.PathLike | None = None,
+    mesh=None,
 ) -> OptimizeResult:
     """Minimise a JAX function with IPOPT, exact sparse Jacobian and Lagrangian Hessian.
 
@@ -488,6 +495,7 @@ def minimize(
         libipopt: with ``backend="libipopt"``: the IPOPT shared library; default
             ``$SPARSEOPT_LIBIPOPT``, else casadi's (IPOPT 3.14.19, MUMPS + METIS), else
             cyipopt-wheels', else a system one.
+        mesh: the devices the evaluations run on; see [`Problem`][].
 
     Returns:
         `scipy.optimize.OptimizeResult` with ``x`` (x0's structure: a numpy array for an
@@ -519,7 +527,7 @@ def minimize(
     """
     opts = _merged_options(options)
     prob = Problem(fun, x0, args, bounds=bounds, constraints=constraints, options=opts,
-                   callback=callback, backend=backend, libipopt=libipopt)
+                   callback=callback, backend=backend, libipopt=libipopt, mesh=mesh)
     try:
         return _solve(prob)
     finally:

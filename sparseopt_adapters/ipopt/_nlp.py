@@ -63,6 +63,7 @@ from .._host import (
     vector_function,
     warn_ignored_derivatives,
 )
+from .._sharding import placement, solver_sharding
 
 _QUANTITIES = ("objective", "constraints", "gradient", "jacobian", "hessian")
 _PRETTY = {
@@ -148,6 +149,13 @@ def _impl_and_index(obj, order=None):
     decompression takes it for free (its gather indices are permuted here, once); otherwise
     the executable gathers the values itself.
     """
+    plan = getattr(obj, "plan", None)
+    if plan is not None:  # mesh=, split along the variables: the plan's SPMD values
+        if order is None:
+            return plan._values_impl, plan.arrays()
+        perm = np.asarray(order, np.int32)  # numpy: placed with the mesh's arrays by jit
+        return ((lambda idx, *a: plan._values_impl(idx["values"], *a)[idx["order"]]),
+                {"values": plan.arrays(), "order": perm})
     impl = getattr(obj, "_values_impl", None)
     static = getattr(obj, "_static", None)
     if impl is None or static is None or not hasattr(static, "numpy"):  # pragma: no cover
@@ -184,7 +192,8 @@ class _Setup:
     construction.
     """
 
-    def __init__(self, fun, variables: Variables, args, cons, hessian: bool, caller: str):
+    def __init__(self, fun, variables: Variables, args, cons, hessian: bool, caller: str,
+                 mesh=None):
         t_setup = time.perf_counter()
         n0, s0 = compilations()
         v = variables
@@ -223,7 +232,7 @@ class _Setup:
         # --- sparse derivatives: detection + coloring once -------------------------------
         t0 = time.perf_counter()
         if self.m:
-            self.jac = sparse_jacobian(c, z0, dyn_all)
+            self.jac = sparse_jacobian(c, z0, dyn_all, mesh=mesh)
             jp = self.jac.pattern
             self.jac_order = _ipopt_jacobian_order(jp.rows, jp.cols)
             self.jac_rows = np.ascontiguousarray(jp.rows[self.jac_order], dtype=np.int32)
@@ -239,7 +248,8 @@ class _Setup:
                 pattern = pattern.union(
                     hessian_sparsity(lambda z, a: jnp.sum(c(z, a)), z0, dyn_all))
             self.lag = sparse_lagrangian_hessian(
-                f, c if self.m else None, z0, dyn_all, coloring=_hessian_coloring(pattern))
+                f, c if self.m else None, z0, dyn_all, coloring=_hessian_coloring(pattern),
+                mesh=mesh)
             hp = self.lag.lower_pattern
             self.hess_rows = np.ascontiguousarray(hp.rows, dtype=np.int32)
             self.hess_cols = np.ascontiguousarray(hp.cols, dtype=np.int32)
@@ -268,7 +278,9 @@ class _Setup:
                   else jnp.zeros((0,), jnp.float64))
             return jnp.concatenate([g, jv, flags(g, jv)])
 
-        zs = jax.ShapeDtypeStruct(z0.shape, jnp.float64)  # shapes only: no eager ops
+        # shapes only: no eager ops; mesh=: x arrives split over the mesh (issue 17)
+        zs = jax.ShapeDtypeStruct(z0.shape, jnp.float64,
+                                  sharding=None if mesh is None else solver_sharding(mesh, v.n))
         lowered = {"fc": jax.jit(fc).lower(zs, dyn_all),
                    "gj": jax.jit(gj).lower(zs, dyn_all, jac_index)}
         self.jac_index = jac_index
@@ -335,7 +347,7 @@ def _placed(tree):
         tree)
 
 
-def _setup_for(fun, variables, args, cons, hessian, caller) -> tuple[_Setup, bool]:
+def _setup_for(fun, variables, args, cons, hessian, caller, mesh=None) -> tuple[_Setup, bool]:
     """The cached `_Setup` for this problem, and whether it was built by this call."""
     fns = [fun]
     con_keys = []
@@ -343,12 +355,12 @@ def _setup_for(fun, variables, args, cons, hessian, caller) -> tuple[_Setup, boo
         fns.extend(con.user_fns)
         d, s = split_args(con.args)
         con_keys.append((con.key, structure_key(d), static_key(s)))
-    key = (setup_key(variables, args), tuple(con_keys), bool(hessian))
+    key = (setup_key(variables, args), tuple(con_keys), bool(hessian), mesh)
     built = []
 
     def build():
         built.append(True)
-        return _Setup(fun, variables, args, cons, hessian, caller)
+        return _Setup(fun, variables, args, cons, hessian, caller, mesh)
 
     return cached("ipopt.nlp", fns, key, build), bool(built)
 
@@ -385,6 +397,7 @@ class _NLP:
         hessian: bool = True,
         error_cls: type[Exception] = ArithmeticError,
         caller: str = "ipopt.Problem",
+        mesh=None,
     ):
         t = time.perf_counter()
         require_x64(caller, "IPOPT")
@@ -398,7 +411,8 @@ class _NLP:
         self.lb, self.ub = canonical_bounds(bounds, self.n, caller)
         self.constraint_blocks = cons = normalize_constraints(constraints, caller)
         warn_ignored_derivatives(cons, caller)
-        self.setup, built = _setup_for(fun, v, args, cons, hessian, caller)
+        mesh, place = placement(mesh, self.n, caller)  # the host buffer -> the mesh
+        self.setup, built = _setup_for(fun, v, args, cons, hessian, caller, mesh)
         self.setup_cached = not built
         s = self.setup
         dyn, _ = split_args(args)
@@ -420,13 +434,13 @@ class _NLP:
         self.hess_rows, self.hess_cols = s.hess_rows, s.hess_cols
         dyn_all, jidx, hidx = self.dyn, s.jac_index, s.hess_index
         fc, gj = s._fc, s._gj  # the compiled executables: JAX's C++ dispatch path
-        self._fc = XCache(lambda x: fc(x, dyn_all))
-        self._gj = XCache(lambda x: gj(x, dyn_all, jidx))
+        self._fc = XCache(lambda x: fc(place(x), dyn_all))
+        self._gj = XCache(lambda x: gj(place(x), dyn_all, jidx))
         self.layout = s.layout
         if s.has_hessian:
             h = s._h
             #: ``_h(x, sigma, lam)``: the flat Hessian output (values, then the finite flag)
-            self._h = lambda x, sigma, lam: h(x, sigma, lam, dyn_all, hidx)
+            self._h = lambda x, sigma, lam: h(place(x), sigma, lam, dyn_all, hidx)
         if built:
             self.setup_time = dict(s.setup_time)
             self.compilations = dict(s.compilations)

@@ -38,6 +38,68 @@ from .._pattern import SparsityPattern
 _MAX_FRAMES = 64
 
 
+class MeshField:
+    """The ``mesh=`` of a solver as a static (hashable) field: the mesh, or ``None``.
+
+    Example:
+        >>> from sparseopt_adapters.optimistix._detect import MeshField
+        >>> MeshField.of(None, "demo").mesh is None
+        True
+    """
+
+    __slots__ = ("mesh",)
+
+    def __init__(self, mesh):
+        self.mesh = mesh
+
+    @classmethod
+    def of(cls, mesh, caller: str) -> MeshField:
+        if isinstance(mesh, MeshField):
+            return mesh
+        if mesh is None:
+            return cls(None)
+        from .._sharding import check_mesh
+
+        return cls(check_mesh(mesh, caller))
+
+    def __hash__(self):
+        return hash(self.mesh)
+
+    def __eq__(self, other):
+        return isinstance(other, MeshField) and self.mesh == other.mesh
+
+    def __repr__(self):
+        return f"MeshField({self.mesh!r})"
+
+
+def constrain_tree(tree, mesh: MeshField):
+    """``tree`` with its array leaves split over ``mesh.mesh`` along their leading axis.
+
+    The split is that of ``_sharding.solver_sharding`` on the flat size of ``tree`` (one rule
+    with ``sa.GaussNewton``); a leaf whose leading axis the devices do not divide (a scalar,
+    a short parameter block) stays replicated. No-op without a mesh or under that rule's
+    "replicated".
+    """
+    if mesh.mesh is None:
+        return tree
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from .._sharding import constrain_vector, solver_sharding
+
+    flat = solver_sharding(mesh.mesh, flat_size(structure_of(tree)), "sa_optx")
+    if flat is None:
+        return tree
+    D = int(mesh.mesh.size)
+
+    def one(a):
+        if not eqx.is_inexact_array(a) or a.ndim == 0 or a.shape[0] % D:
+            return a
+        spec = PartitionSpec(flat.spec[0], *([None] * (a.ndim - 1)))
+        return constrain_vector(a, NamedSharding(mesh.mesh, spec))
+
+    return jax.tree.map(one, tree)
+
+
 def _is_tracer(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 

@@ -45,7 +45,15 @@ from .._direct import damped_coloring
 from .._errors import DenseColoringWarning
 from .._gauss_newton import SparseDirectSolver, check_x64
 from .._pattern import SparsityPattern
-from ._detect import flat_size, fn_pattern, recover_concrete_consts, split_known, structure_of
+from ._detect import (
+    MeshField,
+    constrain_tree,
+    flat_size,
+    fn_pattern,
+    recover_concrete_consts,
+    split_known,
+    structure_of,
+)
 
 _ROUTES = _policy.ROUTES
 
@@ -174,6 +182,7 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
     linear_atol: float
     linear_max_steps: int | None
     verbose: bool | Callable[..., None]
+    mesh: MeshField = eqx.field(static=True)
 
     def __init__(
         self,
@@ -188,9 +197,11 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
         linear_atol: float = 1e-14,
         linear_max_steps: int | None = None,
         verbose: bool | Callable[..., None] = False,
+        mesh=None,
     ):
         name = type(self).__name__
         route = _policy.check_route(route, name)
+        self.mesh = MeshField.of(mesh, name)
         if linear_solver is not None and not isinstance(linear_solver, lx.AbstractLinearSolver):
             raise TypeError(
                 f"{name}: linear_solver must be a lineax solver (e.g. lx.LSMR(rtol, atol)), got "
@@ -302,12 +313,14 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
         check_x64(f"sa_optx.{type(self).__name__}")
         plan = self._make_plan(fn, y, args, f_struct)
         inner = self._inner(self._linear_solver(plan))
+        y = constrain_tree(y, self.mesh)
         return _State(inner.init(fn, y, args, options, f_struct, aux_struct, tags), plan)
 
     def step(self, fn, y, args, options, state, tags):
         inner = self._inner(self._linear_solver(state.plan))
+        y = constrain_tree(y, self.mesh)  # mesh=: the loop carries y split over the mesh
         y, inner_state, aux = inner.step(fn, y, args, options, state.inner, tags)
-        return y, _State(inner_state, state.plan), aux
+        return constrain_tree(y, self.mesh), _State(inner_state, state.plan), aux
 
     def terminate(self, fn, y, args, options, state, tags):
         inner = self._inner(self._linear_solver(state.plan))
@@ -315,7 +328,8 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         inner = self._inner(self._linear_solver(state.plan))
-        return inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
+        y, aux, stats = inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
+        return constrain_tree(y, self.mesh), aux, stats
 
 
 class GaussNewton(_AbstractSparseLeastSquares):
@@ -344,6 +358,9 @@ class GaussNewton(_AbstractSparseLeastSquares):
         linear_atol: Absolute tolerance of the iterative routes.
         linear_max_steps: Iteration cap of the iterative routes (default: lineax's).
         verbose: As in optimistix: ``True``, ``False`` or a callable.
+        mesh: A `jax.sharding.Mesh` (or a list of devices): ``y`` and everything computed
+            from it (residual, linear-solve vectors, the assembled Jacobian's products) run
+            split over it (see ``docs/sharding.md``); ``None``: one device.
 
     Example:
         >>> import jax.numpy as jnp, optimistix as optx
@@ -384,6 +401,9 @@ class LevenbergMarquardt(_AbstractSparseLeastSquares):
         linear_atol: Absolute tolerance of the iterative routes.
         linear_max_steps: Iteration cap of the iterative routes (default: lineax's).
         verbose: As in optimistix: ``True``, ``False`` or a callable.
+        mesh: A `jax.sharding.Mesh` (or a list of devices): ``y`` and everything computed
+            from it (residual, linear-solve vectors, the assembled Jacobian's products) run
+            split over it (see ``docs/sharding.md``); ``None``: one device.
 
     Example:
         >>> import jax.numpy as jnp, optimistix as optx
@@ -424,6 +444,9 @@ class Dogleg(_AbstractSparseLeastSquares):
         linear_atol: Absolute tolerance of the iterative routes.
         linear_max_steps: Iteration cap of the iterative routes (default: lineax's).
         verbose: As in optimistix: ``True``, ``False`` or a callable.
+        mesh: A `jax.sharding.Mesh` (or a list of devices): ``y`` and everything computed
+            from it (residual, linear-solve vectors, the assembled Jacobian's products) run
+            split over it (see ``docs/sharding.md``); ``None``: one device.
 
     Example:
         >>> import jax.numpy as jnp, optimistix as optx

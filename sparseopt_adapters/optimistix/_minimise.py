@@ -35,7 +35,7 @@ from .._compressed import decompress
 from .._errors import DenseColoringWarning
 from .._gauss_newton import check_x64
 from .._pattern import SparsityPattern
-from ._detect import flat_size, fn_pattern, struct_ravel, structure_of
+from ._detect import MeshField, constrain_tree, flat_size, fn_pattern, struct_ravel, structure_of
 from ._operator import SparseMatrixOperator
 
 _METHODS = ("auto", "star", "acyclic")
@@ -213,6 +213,9 @@ class Newton(optx.AbstractMinimiser):
         method: Hessian coloring: ``"auto"``, ``"star"`` or ``"acyclic"``.
         search: The line search (default ``optx.BacktrackingArmijo()``).
         verbose: As in optimistix: ``True``, ``False`` or a callable.
+        mesh: A `jax.sharding.Mesh` (or a list of devices): ``y``, the gradient and the
+            Hessian-vector products run split over it (``docs/sharding.md``); the values go
+            to the host factorisation once per step. ``None``: one device.
 
     Example:
         >>> import jax.numpy as jnp, optimistix as optx
@@ -231,6 +234,7 @@ class Newton(optx.AbstractMinimiser):
     method: str = eqx.field(static=True)
     search: optx.AbstractSearch
     verbose: bool | Callable[..., None]
+    mesh: MeshField = eqx.field(static=True)
 
     def __init__(
         self,
@@ -242,7 +246,9 @@ class Newton(optx.AbstractMinimiser):
         method: str = "auto",
         search: optx.AbstractSearch | None = None,
         verbose: bool | Callable[..., None] = False,
+        mesh=None,
     ):
+        self.mesh = MeshField.of(mesh, "Newton")
         if method not in _METHODS:
             raise ValueError(f"Newton: method must be one of {_METHODS}, got {method!r}.")
         if pattern is not None and not isinstance(pattern, SparsityPattern):
@@ -296,12 +302,14 @@ class Newton(optx.AbstractMinimiser):
             )
         plan = self._plan(fn, y, args)
         inner = self._inner(plan, fn, args)
+        y = constrain_tree(y, self.mesh)
         return _State(inner.init(fn, y, args, options, f_struct, aux_struct, tags), plan)
 
     def step(self, fn, y, args, options, state, tags):
         inner = self._inner(state.plan, fn, args)
+        y = constrain_tree(y, self.mesh)  # mesh=: the loop carries y split over the mesh
         y, inner_state, aux = inner.step(fn, y, args, options, state.inner, tags)
-        return y, _State(inner_state, state.plan), aux
+        return constrain_tree(y, self.mesh), _State(inner_state, state.plan), aux
 
     def terminate(self, fn, y, args, options, state, tags):
         inner = self._inner(state.plan, fn, args)
@@ -309,4 +317,5 @@ class Newton(optx.AbstractMinimiser):
 
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         inner = self._inner(state.plan, fn, args)
-        return inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
+        y, aux, stats = inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
+        return constrain_tree(y, self.mesh), aux, stats

@@ -51,6 +51,7 @@ from sparseopt_adapters._host import (
     vector_function,
 )
 from sparseopt_adapters._pattern import SparsityPattern
+from sparseopt_adapters._sharding import placement
 
 __all__ = [
     "Derivatives",
@@ -169,7 +170,8 @@ class _ObjectiveSetup:
     """The reusable part of `Derivatives` (held by the setup cache): the flat objective,
     its jitted value-and-gradient and HVP, and the lazily built pattern and sparse Hessian."""
 
-    def __init__(self, fun, variables: Variables, args, caller: str, hess_pattern):
+    def __init__(self, fun, variables: Variables, args, caller: str, hess_pattern, mesh=None):
+        self.mesh = mesh  # normalized by `placement`
         self.fz, self.dyn0 = _scalar_fun(fun, variables, args, caller)
         self.z0 = jnp.asarray(variables.x0)
         self.value_and_grad = jax.jit(jax.value_and_grad(self.fz))
@@ -187,7 +189,7 @@ class _ObjectiveSetup:
     def hessian(self) -> SparseHessian:
         if self._hessian is None:
             self._hessian = sparse_hessian(self.fz, self.z0, self.dyn0,
-                                           pattern=self.hess_pattern)
+                                           pattern=self.hess_pattern, mesh=self.mesh)
         return self._hessian
 
 
@@ -203,27 +205,32 @@ class Derivatives:
         x0: the flat float64 starting point (numpy, length ``n``).
         n: number of variables.
         counts: how often each quantity was computed: ``{"fun_grad", "hess", "hessp"}``.
+        mesh: the `jax.sharding.Mesh` the evaluations run on (``None``: one device).
     """
 
     def __init__(self, fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None,
-                 caller: str = "derivatives"):
+                 caller: str = "derivatives", mesh=None):
         require_x64(caller, "scipy.optimize")
         self._vars = Variables(x0, caller)
         self.x0 = self._vars.x0.copy()
         self.n = self._vars.n
+        self.mesh, place = placement(mesh, self.n, caller)
+        self._place = place
         if hess_pattern is not None and (not isinstance(hess_pattern, SparsityPattern)
                                          or hess_pattern.shape != (self.n, self.n)):
             raise ValueError(
                 f"{caller}: hess_pattern must be a SparsityPattern of shape "
                 f"{(self.n, self.n)} (x0 has {self.n} entries), got {hess_pattern!r}."
             )
-        key = _key(self._vars, args, hess_pattern)
+        key = _key(self._vars, args, hess_pattern, self.mesh)
         self._setup = cached("scipy.objective", (fun,), key,
-                             lambda: _ObjectiveSetup(fun, self._vars, args, caller, hess_pattern))
+                             lambda: _ObjectiveSetup(fun, self._vars, args, caller, hess_pattern,
+                                                     self.mesh))
         self._fz = self._setup.fz
         self._dyn, _ = split_args(args)
         vg, dyn = self._setup.value_and_grad, self._dyn
-        self._fg = XCache(lambda x: vg(x, dyn), lambda r: (float(r[0]), to_numpy(r[1])))
+        # mesh=: x goes to the mesh, the values come back to the host once per evaluation
+        self._fg = XCache(lambda x: vg(place(x), dyn), lambda r: (float(r[0]), to_numpy(r[1])))
         self.counts = {"fun_grad": 0, "hess": 0, "hessp": 0}
 
     # -- structure --------------------------------------------------------------------
@@ -276,7 +283,7 @@ class Derivatives:
         x = _as_float_vector(x, self.n, "Derivatives.hess")
         h = self.hessian
         self.counts["hess"] += 1
-        return h.to_scipy(_to_numpy(h.values(x, self._dyn)), "csr")
+        return h.to_scipy(_to_numpy(h.values(self._place(x), self._dyn)), "csr")
 
     def hessp(self, x, p, *args) -> np.ndarray:
         """The Hessian-vector product ``∇²f(x) p`` (one forward-over-reverse product)."""
@@ -284,7 +291,7 @@ class Derivatives:
         x = _as_float_vector(x, self.n, "Derivatives.hessp")
         p = _as_float_vector(p, self.n, "Derivatives.hessp")
         self.counts["hessp"] += 1
-        return _to_numpy(self._setup.hvp(x, p, self._dyn))
+        return _to_numpy(self._setup.hvp(self._place(x), self._place(p), self._dyn))
 
     def hess_operator(self, x, *args) -> LinearOperator:
         """The Hessian at ``x`` as a matrix-free ``LinearOperator`` (products by `hessp`)."""
@@ -304,7 +311,8 @@ class Derivatives:
         return f"Derivatives(n={self.n}{h})"
 
 
-def derivatives(fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None) -> Derivatives:
+def derivatives(fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None,
+                mesh=None) -> Derivatives:
     """Exact gradient, sparse Hessian and Hessian-vector products of ``fun`` for scipy.
 
     Args:
@@ -316,6 +324,9 @@ def derivatives(fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None
         args: extra arguments, bound here once. Do **not** also pass ``args=`` to
             ``scipy.optimize.minimize``: the methods raise if scipy hands them extra arguments.
         hess_pattern: the Hessian pattern, if known; detected on first use otherwise.
+        mesh: a `jax.sharding.Mesh` (or a list of devices) the evaluations run on, split
+            along the variables or the colours as ``sa.sparse_hessian(mesh=)`` decides
+            (``docs/sharding.md``); scipy stays on the host and gets each result once.
 
     Returns:
         A [`Derivatives`][sparseopt_adapters.scipy.Derivatives] whose ``fun``, ``jac``,
@@ -338,7 +349,7 @@ def derivatives(fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None
         >>> bool(np.allclose(res.x, 1.0, atol=1e-6))
         True
     """
-    return Derivatives(fun, x0, args, hess_pattern=hess_pattern)
+    return Derivatives(fun, x0, args, hess_pattern=hess_pattern, mesh=mesh)
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,7 +358,8 @@ def derivatives(fun, x0, args=(), *, hess_pattern: SparsityPattern | None = None
 class _ConstraintSetup:
     """The reusable part of `_ConstraintDerivatives` (held by the setup cache)."""
 
-    def __init__(self, cfun, variables: Variables, args, caller: str, what: str):
+    def __init__(self, cfun, variables: Variables, args, caller: str, what: str, mesh=None):
+        self.mesh = mesh
         self.rz, self.dyn0, self.m = _vector_fun(cfun, variables, args, caller, what)
         self.z0 = jnp.asarray(variables.x0)
         self.c = jax.jit(self.rz)
@@ -368,7 +380,8 @@ class _ConstraintSetup:
     def jacobian(self) -> SparseJacobian:
         if self._jacobian is None:
             self._jacobian = sparse_jacobian(
-                self.rz, self.z0, self.dyn0, pattern=_jac_pattern(self.rz, self.z0, self.dyn0))
+                self.rz, self.z0, self.dyn0, pattern=_jac_pattern(self.rz, self.z0, self.dyn0),
+                mesh=self.mesh)
         return self._jacobian
 
     @property
@@ -384,7 +397,8 @@ class _ConstraintSetup:
     def hessian(self) -> SparseHessian:
         if self._hessian is None:
             self._hessian = sparse_hessian(
-                self.vc, self.z0, jnp.zeros(self.m), self.dyn0, pattern=self.hess_pattern
+                self.vc, self.z0, jnp.zeros(self.m), self.dyn0, pattern=self.hess_pattern,
+                mesh=self.mesh,
             )
         return self._hessian
 
@@ -393,10 +407,11 @@ class _ConstraintDerivatives:
     """Value, sparse Jacobian and ``∇²(vᵀc)`` of one vector constraint on the flat x."""
 
     def __init__(self, cfun, variables: Variables, args, caller: str, hessian: str,
-                 what: str = "fun"):
+                 what: str = "fun", mesh=None):
+        mesh, self._place = placement(mesh, variables.n, caller)
         self._setup = cached(
-            "scipy.constraint", (cfun,), _key(variables, args),
-            lambda: _ConstraintSetup(cfun, variables, args, caller, what))
+            "scipy.constraint", (cfun,), _key(variables, args, mesh),
+            lambda: _ConstraintSetup(cfun, variables, args, caller, what, mesh))
         self._dyn, _ = split_args(args)
         self.m = self._setup.m
         self.n = variables.n
@@ -415,10 +430,11 @@ class _ConstraintDerivatives:
         return self._setup.hessian
 
     def fun(self, x):
-        return _to_numpy(self._setup.c(_as_float_vector(x, self.n, "constraint fun"), self._dyn))
+        x = self._place(_as_float_vector(x, self.n, "constraint fun"))
+        return _to_numpy(self._setup.c(x, self._dyn))
 
     def jac(self, x):
-        x = _as_float_vector(x, self.n, "constraint jac")
+        x = self._place(_as_float_vector(x, self.n, "constraint jac"))
         J = self.jacobian
         return J.to_scipy(_to_numpy(J.values(x, self._dyn)), "csr")
 
@@ -437,7 +453,7 @@ class _ConstraintDerivatives:
             )
             return LinearOperator((self.n, self.n), matvec=mv, rmatvec=mv, dtype=np.float64)
         H = self.hessian
-        return H.to_scipy(_to_numpy(H.values(x, v, self._dyn)), "csr")
+        return H.to_scipy(_to_numpy(H.values(self._place(x), v, self._dyn)), "csr")
 
 
 def _use_operator(mode: str, pattern: SparsityPattern) -> bool:
@@ -504,7 +520,8 @@ def _check_hessian_mode(hessian, caller):
         )
 
 
-def _convert_constraints(constraints, variables: Variables, method: str, hessian: str):
+def _convert_constraints(constraints, variables: Variables, method: str, hessian: str,
+                         mesh=None):
     """User constraints -> what scipy's ``method`` takes, with our derivatives filled in.
 
     Canonical form and validation (keys, types, limit lengths, ``lb <= ub``) are the host
@@ -526,7 +543,7 @@ def _convert_constraints(constraints, variables: Variables, method: str, hessian
         if user_jac is not None and con.kind == "dict" and cargs:
             user_jac = _bind_args(user_jac, cargs)
         cd = _ConstraintDerivatives(con.fun, variables, cargs, where, hessian,
-                                    what=f"{con.label} fun")
+                                    what=f"{con.label} fun", mesh=mesh)
         lo, hi = con.limits(cd.m, caller)
         keep = con.keep_feasible
         if method in _NO_DERIVATIVES:
@@ -591,6 +608,7 @@ def minimize(
     callback: Callable | None = None,
     tol: float | None = None,
     hessian: str = "auto",
+    mesh=None,
 ) -> so.OptimizeResult:
     """``scipy.optimize.minimize`` with exact sparse derivatives of a JAX objective.
 
@@ -631,6 +649,8 @@ def minimize(
         hessian: how trust-constr gets Hessians: ``"sparse"`` (CSR from colored products),
             ``"operator"`` (matrix-free products) or ``"auto"`` (operator when a Hessian
             pattern is more than 20 % dense and ``n > 200``, sparse otherwise).
+        mesh: a `jax.sharding.Mesh` (or a list of devices) the objective's and constraints'
+            derivatives are evaluated on (see [`derivatives`][]); scipy stays on the host.
 
     Returns:
         scipy's ``OptimizeResult``. ``res.x`` is in ``x0``'s structure (a numpy array of
@@ -651,7 +671,7 @@ def minimize(
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, int | float | np.number)):
         raise TypeError(f"minimize: tol must be a real number or None, got {tol!r}.")
     _check_hessian_mode(hessian, "minimize")
-    d = Derivatives(fun, x0, args, caller="minimize")
+    d = Derivatives(fun, x0, args, caller="minimize", mesh=mesh)
     variables = d._vars
     scipy_bounds = _scipy_bounds(bounds, d.n, "minimize")
     meth = method.lower() if isinstance(method, str) else None
@@ -671,7 +691,7 @@ def minimize(
         _dense_check((d.n, d.n), f"method={method!r}",
                      "Use 'trust-krylov' or 'trust-constr', which take sparse Hessians.")
         kw["hess"] = d.hess_dense
-    cons = _convert_constraints(constraints, variables, meth or "", hessian)
+    cons = _convert_constraints(constraints, variables, meth or "", hessian, d.mesh)
     _check_finite_start(d, "minimize")
     res = so.minimize(
         d.fun,
@@ -701,7 +721,7 @@ _LSQ_REJECTED = {
 }
 
 
-def least_squares(fun: Callable, x0: Any, args=(), **kwargs) -> so.OptimizeResult:
+def least_squares(fun: Callable, x0: Any, args=(), *, mesh=None, **kwargs) -> so.OptimizeResult:
     """``scipy.optimize.least_squares`` with an exact colored sparse Jacobian.
 
     The Jacobian pattern of ``fun`` is detected once, colored, and each ``jac`` call costs
@@ -731,6 +751,9 @@ def least_squares(fun: Callable, x0: Any, args=(), **kwargs) -> so.OptimizeResul
             ``bounds`` on the flat vector, ``loss``, ``x_scale``, ``ftol``/``xtol``/``gtol``,
             ``max_nfev``, ``tr_solver``, ``tr_options``, ``verbose``, ``callback``, ...) is
             passed through. ``jac``, ``jac_sparsity`` and ``kwargs`` are refused.
+        mesh: a `jax.sharding.Mesh` (or a list of devices) the residual and its Jacobian
+            are evaluated on (``docs/sharding.md``); scipy stays on the host and gets the
+            CSR values once per ``jac`` call.
 
     Returns:
         scipy's ``OptimizeResult``; ``res.jac`` is the sparse Jacobian at the solution,
@@ -757,8 +780,9 @@ def least_squares(fun: Callable, x0: Any, args=(), **kwargs) -> so.OptimizeResul
     n = variables.n
     if "bounds" in kwargs:
         kwargs["bounds"] = _lsq_bounds(kwargs["bounds"], n)
-    setup = cached("scipy.least_squares", (fun,), _key(variables, args),
-                   lambda: _ResidualSetup(fun, variables, args))
+    mesh, place = placement(mesh, n, "least_squares")
+    setup = cached("scipy.least_squares", (fun,), _key(variables, args, mesh),
+                   lambda: _ResidualSetup(fun, variables, args, mesh))
     m, jac, r_jit = setup.m, setup.jacobian, setup.r
     dyn, _ = split_args(args)
 
@@ -783,10 +807,10 @@ def least_squares(fun: Callable, x0: Any, args=(), **kwargs) -> so.OptimizeResul
         kwargs["tr_options"] = {**defaults, **user_tr}
 
     def f(x):
-        return _to_numpy(r_jit(_as_float_vector(x, n, "least_squares fun"), dyn))
+        return _to_numpy(r_jit(place(_as_float_vector(x, n, "least_squares fun")), dyn))
 
     def j(x):
-        x = _as_float_vector(x, n, "least_squares jac")
+        x = place(_as_float_vector(x, n, "least_squares jac"))
         J = jac.to_scipy(_to_numpy(jac.values(x, dyn)), "csr")
         return J.toarray() if dense else J
 
@@ -802,10 +826,11 @@ class _ResidualSetup:
     """The reusable part of `least_squares` (held by the setup cache): the flat residual,
     its jitted evaluation and the colored sparse Jacobian."""
 
-    def __init__(self, fun, variables: Variables, args):
+    def __init__(self, fun, variables: Variables, args, mesh=None):
         self.rz, dyn, self.m = _vector_fun(fun, variables, args, "least_squares")
         z0 = jnp.asarray(variables.x0)
-        self.jacobian = sparse_jacobian(self.rz, z0, dyn, pattern=_jac_pattern(self.rz, z0, dyn))
+        self.jacobian = sparse_jacobian(self.rz, z0, dyn, pattern=_jac_pattern(self.rz, z0, dyn),
+                                        mesh=mesh)
         self.r = jax.jit(self.rz)
 
 
