@@ -25,6 +25,14 @@ Cases (``n`` variables):
   alone needs about 4 GB, over this shared machine's budget), residual
   ``vec(GᵀLₖG) - Xₖ``; its sparse products gather across the mesh, so XLA moves data.
 
+End-to-end Gauss–Newton (``--gn-routes``, default ``direct``): ``sa.gauss_newton(r, x0,
+route=..., mesh=variable_mesh())`` on the 2-D Bratu residual (``--gn-n`` variables, default
+2^16 on a 256×256 grid) on 1, 2 and 4 devices: ``cold s`` is the first solve in a fresh
+process (detection, colouring, compiles included), ``solve s`` the median of the warm solves,
+``per-device MB`` the fullest device's resident bytes plus the compiled step's temporaries
+and outputs (one device's share of the SPMD program), and ``x rel`` the max difference of
+the solution to the 1-device one relative to its max.
+
 Rows ``axis = colors`` use `color_mesh` (the colour batch split, issue 9) for comparison;
 ``auto`` rows use a plain device list (the rule of `_sharding.choose_sharding` decides).
 
@@ -142,6 +150,47 @@ def _worker(case, n, axis, repeat, out_path):
             "value_shard": shards[-1], "plan": repr(obj.plan) if obj.plan else None}
 
 
+def _gn_worker(route, n, repeat, out_path):
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    jax.config.update("jax_enable_x64", True)
+    from _problems import bratu_residual
+
+    import sparseopt_adapters as sa
+    from sparseopt_adapters._gauss_newton import _cached_gauss_newton
+    from sparseopt_adapters._sharding import shard_variables, variable_mesh
+
+    N = int(round(n ** 0.5))
+    r, x0 = bratu_residual(N), np.zeros(N * N)
+    D = len(jax.devices())
+    kw = {} if D == 1 else {"mesh": variable_mesh()}
+    t = time.perf_counter()
+    res = sa.gauss_newton(r, x0, route=route, **kw)
+    cold = time.perf_counter() - t
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        res = sa.gauss_newton(r, x0, route=route, **kw)
+        times.append(time.perf_counter() - t)
+    gn = _cached_gauss_newton(r, x0, (), route, kw)
+    xs = x0 if D == 1 else shard_variables(x0, gn.mesh)
+    jax.block_until_ready(xs)
+    before = _device_bytes()
+    low = gn._step_jit.lower(xs, (), jnp.asarray(0.0), jnp.ones(N * N), damped=False,
+                             route=route)
+    ma = low.compile().memory_analysis()
+    resident = max(before.values()) if before else 0
+    temp = ma.temp_size_in_bytes + ma.output_size_in_bytes if ma is not None else float("nan")
+    x = np.asarray(res.x)
+    np.save(out_path, x)
+    split = (len(res.x.sharding.device_set) if isinstance(res.x, jax.Array) else 1)
+    return {"devices": D, "n": N * N, "route": res.route, "steps": res.n_steps,
+            "success": bool(res.success), "cold_s": cold, "median_s": statistics.median(times),
+            "per_device_mb": (resident + temp) / 2**20, "x_devices": split}
+
+
 def _run(case, n, axis, devices, repeat, out_path, timeout=900):
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
@@ -151,6 +200,8 @@ def _run(case, n, axis, devices, repeat, out_path, timeout=900):
     env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, __file__, "--worker", case, "--n", str(n), "--axis", axis,
            "--repeat", str(repeat), "--out", str(out_path)]
+    if case.startswith("gn-"):
+        cmd[2:4] = ["--gn-worker", case[3:]]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     if p.returncode != 0:
         return {"error": p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "failed"}
@@ -184,12 +235,23 @@ def main(argv=None):
                          "decides), colors (color_mesh), variables (variable_mesh); default "
                          "auto,colors (quick: auto,colors,variables)")
     ap.add_argument("--repeat", type=int, default=5, help="timed calls after the warm-up")
-    ap.add_argument("--no-solve", action="store_true", help="(kept for run.py; no solve here)")
+    ap.add_argument("--no-solve", action="store_true",
+                    help="skip the end-to-end Gauss–Newton solves")
+    ap.add_argument("--gn-n", type=int, default=None,
+                    help="variables of the GN solve (default 2^16; quick 2^12)")
+    ap.add_argument("--gn-routes", default="direct",
+                    help="GN routes to time (e.g. direct,cg: Bratu needs ~10^4 CG iterations "
+                         "per step at n = 2^16, so cg is only practical with --quick)")
+    ap.add_argument("--gn-repeat", type=int, default=3, help="warm GN solves timed")
+    ap.add_argument("--gn-worker", help=argparse.SUPPRESS)
     add_json_argument(ap)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--axis", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.gn_worker:
+        print(json.dumps(_gn_worker(a.gn_worker, a.n, a.repeat, a.out)))
+        return
     if a.worker:
         print(json.dumps(_worker(a.worker, a.n, a.axis, a.repeat, a.out)))
         return
@@ -240,7 +302,54 @@ def main(argv=None):
     tab["columns"].insert(1, "peer")
     for row in tab["rows"]:
         row.insert(1, f"{version('jax')} (1 device)")
-    write_json(a.json, "sharding", [tab], {"jax": version("jax").split()[-1]})
+    tables = [tab]
+    if not a.no_solve:
+        tables.append(_gn_table(a, counts, table))
+    write_json(a.json, "sharding", tables, {"jax": version("jax").split()[-1]})
+
+
+def _gn_table(a, counts, table):
+    """End-to-end sharded GN solves: 1 vs 2 vs 4 devices, time and memory per device."""
+    import numpy as np
+
+    n = a.gn_n or ((1 << 12) if a.quick else (1 << 16))
+    print(f"\nGauss–Newton on 2-D Bratu, n = {n}: sa.gauss_newton(..., mesh=variable_mesh())")
+    head = (f"{'route':<8}{'dev':>4}{'steps':>6}{'cold s':>8}{'solve s':>9}{'vs 1 dev':>9}"
+            f"{'per-dev MB':>11}{'vs 1 dev':>9}{'x rel':>10}")
+    print(head)
+    print("-" * len(head))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for route in a.gn_routes.split(","):
+            ref = base = None
+            for dev in counts:
+                out = Path(tmp) / f"gn-{route}-{dev}.npy"
+                r = _run(f"gn-{route}", n, "variables", dev, a.gn_repeat, out)
+                if "error" in r:
+                    print(f"{route:<8}{dev:>4}  error: {r['error']}", flush=True)
+                    rows.append([route, dev] + [None] * 7 + [r["error"]])
+                    continue
+                x = np.load(out)
+                if ref is None:
+                    ref, base = x, r
+                xrel = float(np.max(np.abs(x - ref)) / max(np.max(np.abs(ref)), 1e-300))
+                t_ratio = r["median_s"] / base["median_s"]
+                m_ratio = r["per_device_mb"] / base["per_device_mb"]
+                print(f"{route:<8}{dev:>4}{r['steps']:>6}{r['cold_s']:>8.2f}"
+                      f"{r['median_s']:>9.3f}{t_ratio:>9.2f}{r['per_device_mb']:>11.1f}"
+                      f"{m_ratio:>9.3f}{xrel:>10.1e}", flush=True)
+                rows.append([route, dev, r["steps"], r["cold_s"], r["median_s"], t_ratio,
+                             r["per_device_mb"], m_ratio, xrel,
+                             "ok" if r["success"] else "not converged"])
+    notes = ["cold s: first solve in a fresh process (setup and compiles included); solve s: "
+             f"median of {a.gn_repeat} warm solves; per-device MB: the fullest device's "
+             "resident bytes + the compiled step's temp and output buffers",
+             f"simulated CPU devices sharing {os.cpu_count()} cores: times show overheads, "
+             "not speed-up"]
+    return table(f"Sharded Gauss–Newton solve, 2-D Bratu n = {n}: 1 vs 2 vs 4 devices",
+                 ["route", "devices", "steps", "cold s", "solve s", "solve vs 1 device",
+                  "per-device MB", "memory vs 1 device", "x rel vs 1 device", "status"],
+                 rows, notes)
 
 
 if __name__ == "__main__":

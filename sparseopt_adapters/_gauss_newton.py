@@ -311,20 +311,6 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
         symmetric = bool(m == n and lx.is_symmetric(operator))
         return _DirectState(values.astype(_F64), c.pattern, symmetric, in_struct, out_struct)
 
-    def init_from_values(self, operator, values) -> _DirectState:
-        """The state of `init` from the operator's values on ``pattern`` computed elsewhere
-        (e.g. by a sharded ``sa.sparse_jacobian``; pass it as ``lx.linear_solve(...,
-        state=)``)."""
-        in_struct, out_struct = operator.in_structure(), operator.out_structure()
-        m, n = _struct_ravel(out_struct)[2], _struct_ravel(in_struct)[2]
-        if (m, n) != self.pattern.shape or values.shape != (self.pattern.nnz,):
-            raise ValueError(
-                f"SparseDirectSolver.init_from_values: {values.shape} values for a {m}×{n} "
-                f"operator, but the solver's pattern is {self.pattern!r}."
-            )
-        symmetric = bool(m == n and lx.is_symmetric(operator))
-        return _DirectState(values.astype(_F64), self.pattern, symmetric, in_struct, out_struct)
-
     def compute(self, state: _DirectState, vector, options):
         del options
         ravel_out, _, _ = _struct_ravel(state.out_structure)
@@ -623,7 +609,7 @@ class GaussNewton:
         self._linear_atol = linear_atol
         self._linear_max_steps = linear_max_steps
         # -- issue 17 (owner: _sharding): mesh= splits the vectors, shards the assembly --
-        self.mesh, self._sharding, self._jac = None, None, None
+        self.mesh, self._sharding, self._jac, self._mesh_jits = None, None, None, None
         if mesh is not None:
             self._set_mesh(mesh, x_flat, args)
         # -- end of mesh --
@@ -652,12 +638,43 @@ class GaussNewton:
 
         return constrain_vector(x_flat, self._sharding)
 
-    def _direct_state(self, solver, op, x_flat, args, sq):
-        """With a mesh: the direct route's state from the sharded Jacobian's values."""
-        values = self._jac.values(x_flat, *args)
-        if sq is not None:  # [J; √(λD)]: the identity rows follow J's in pattern order
-            values = jnp.concatenate([values.astype(_F64), sq])
-        return solver.init_from_values(op, values)
+    def _mesh_direct_impl(self, x_flat, args, damping, diag, damped: bool):
+        """With a mesh, the sharded half of a direct step: ``r``, ``∇E`` and the values of
+        ``J`` (or ``[J; √(λD)]``) from the variable-sharded compressed Jacobian."""
+        x_flat = self._place(x_flat)
+        r, vjp = jax.vjp(lambda v: self._r_flat(v, *args), x_flat)
+        values = self._jac.values(x_flat, *args).astype(_F64)
+        if damped:  # the identity rows follow J's rows in the pattern order of [J; I]
+            values = jnp.concatenate([values, jnp.sqrt(damping * diag)])
+        return r, self._place(2.0 * vjp(r)[0]), values
+
+    def _mesh_model_impl(self, x_flat, args, delta):
+        x_flat = self._place(x_flat)
+        r, jd = jax.jvp(lambda v: self._r_flat(v, *args), (x_flat,), (self._place(delta),))
+        return jnp.sum((r + jd) ** 2)
+
+    def _mesh_direct_step(self, x_flat, args, damping, diag, damped):
+        """The direct step with a mesh: products and values on the devices, one gather of
+        the values and of ``r`` to the host, the factorisation there (outside any compiled
+        program: a host callback inside an SPMD program on CPU devices deadlocked at
+        n = 4096), and the step placed back on the mesh."""
+        from ._sharding import to_host
+
+        if self._mesh_jits is None:
+            self._mesh_jits = (jax.jit(self._mesh_direct_impl, static_argnames=("damped",)),
+                               jax.jit(self._mesh_model_impl))
+        direct_jit, model_jit = self._mesh_jits
+        r, grad, values = direct_jit(x_flat, args, damping, diag, damped=damped)
+        r_host = to_host(r)
+        b = np.concatenate([-r_host, np.zeros(self.n)]) if damped else -r_host
+        solver = self._linear_solver("direct", damped)
+        delta = _host_solve(to_host(values), b, pattern=solver.pattern, symmetric=False,
+                            backend=self._direct_backend)
+        ok = bool(np.all(np.isfinite(delta)))
+        result = lx.RESULTS.where(jnp.asarray(ok), lx.RESULTS.successful, lx.RESULTS.singular)
+        delta = self._place(jnp.asarray(delta) if self._sharding is None else delta)
+        model = model_jit(x_flat, args, delta) if ok else jnp.asarray(np.inf)
+        return delta, jnp.sum(r * r), grad, result, model
 
     def _linear_solver(self, route: str, damped: bool):
         kw = dict(rtol=self._linear_rtol, atol=self._linear_atol, max_steps=self._linear_max_steps)
@@ -694,10 +711,7 @@ class GaussNewton:
             vec = (-r, jnp.zeros_like(x_flat))
         else:
             op, vec = J, -r
-        kw = {}
-        if self._jac is not None and route == "direct":  # mesh: sharded assembly
-            kw["state"] = self._direct_state(solver, op, x_flat, args, sq if damped else None)
-        sol = lx.linear_solve(op, vec, solver, throw=False, **kw)
+        sol = lx.linear_solve(op, vec, solver, throw=False)
         delta = self._place(sol.value)
         # the Gauss–Newton model's prediction ‖r + Jδ‖² (one more JVP) for damping control
         model = jnp.sum((r + J.mv(delta)) ** 2)
@@ -729,6 +743,8 @@ class GaussNewton:
     def _run_step(self, x_flat, args, damping, diag, force_damped=False, route=None):
         damped = force_damped or not (isinstance(damping, (int, float)) and damping == 0.0)
         diag = jnp.ones_like(x_flat) if diag is None else jnp.asarray(diag, _F64)
+        if self._jac is not None and (self.route if route is None else route) == "direct":
+            return self._mesh_direct_step(x_flat, args, jnp.asarray(damping, _F64), diag, damped)
         return self._step_jit(
             x_flat, args, jnp.asarray(damping, _F64), diag, damped=damped,
             route=self.route if route is None else route,

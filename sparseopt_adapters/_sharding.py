@@ -82,6 +82,7 @@ __all__ = [
     "shard_variables",
     "sharded_products",
     "solver_sharding",
+    "to_host",
     "variable_mesh",
 ]
 
@@ -276,6 +277,23 @@ def placement(mesh, n: int, caller: str):
     if sharding is None:
         return mesh, lambda x: x
     return mesh, lambda x: constrain_vector(x, sharding)
+
+
+def to_host(a) -> np.ndarray:
+    """``a`` as one numpy array on this process (a global array is gathered from every
+    process: each process of a multi-process run gets the whole value).
+
+    Example:
+        >>> import numpy as np
+        >>> from sparseopt_adapters._sharding import to_host
+        >>> to_host(np.arange(3.0))
+        array([0., 1., 2.])
+    """
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(a, tiled=True))
+    return np.asarray(a)
 
 
 def _spec(mesh: Mesh) -> PartitionSpec:
