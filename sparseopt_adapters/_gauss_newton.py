@@ -417,13 +417,14 @@ def normal_operator(
 
 
 
-def _detect_and_color(r_flat, x_flat, args, pattern, mode, backend="auto"):
-    """Detection (unless ``pattern`` is given) and coloring, through ``sa.sparse_jacobian``."""
+def _detect_and_color(r_flat, x_flat, args, pattern, mode, backend="auto", mesh=None):
+    """Detection (unless ``pattern`` is given) and coloring, through ``sa.sparse_jacobian``
+    (with ``mesh``: built for it, so no single-device copy of its index data is kept)."""
     from ._compressed import sparse_jacobian
 
     kw = {} if pattern is None else {"pattern": pattern}
-    jac = sparse_jacobian(r_flat, x_flat, *args, argnums=0, mode=mode, **kw)
-    return jac.pattern, SparseDirectSolver.from_jacobian(jac, backend=backend)
+    jac = sparse_jacobian(r_flat, x_flat, *args, argnums=0, mode=mode, mesh=mesh, **kw)
+    return jac.pattern, SparseDirectSolver.from_jacobian(jac, backend=backend), jac
 
 
 def _probe_density(r_flat, x_flat, args, k: int = 4) -> float:
@@ -572,6 +573,10 @@ class GaussNewton:
         if not callable(residual):
             raise TypeError(f"{caller}: residual must be callable, got {type(residual).__name__}.")
         route = _policy.check_route(route, caller)
+        if mesh is not None:  # issue 17: normalized once (a list of devices -> a Mesh)
+            from ._sharding import check_mesh
+
+            mesh = check_mesh(mesh, caller)
         self.residual = residual
         r_flat, x_flat, unravel = _flat_residual(residual, x0, caller)
         self._r_flat = r_flat
@@ -583,6 +588,7 @@ class GaussNewton:
         self.normal_nnz = None
         self._direct = None
         self._direct_damped = None
+        self._jac = None  # issue 17: with a mesh, the sharded Jacobian of the direct route
         self._direct_backend = direct_backend
         self.probe_density = None
         if route == "auto" and pattern is None:
@@ -595,9 +601,10 @@ class GaussNewton:
                     warnings.simplefilter("ignore", DenseColoringWarning)
                 if coloring_mode is None:
                     coloring_mode = "forward" if self.m >= self.n else "auto"
-                self.pattern, self._direct = _detect_and_color(
-                    r_flat, x_flat, args, pattern, coloring_mode, direct_backend
+                self.pattern, self._direct, jac = _detect_and_color(
+                    r_flat, x_flat, args, pattern, coloring_mode, direct_backend, mesh
                 )
+                self._jac = jac if mesh is not None else None
             self.n_colors = self._direct.n_colors
             self.normal_nnz = _policy.gram_nnz(self.pattern)
         if route == "auto":
@@ -609,7 +616,7 @@ class GaussNewton:
         self._linear_atol = linear_atol
         self._linear_max_steps = linear_max_steps
         # -- issue 17 (owner: _sharding): mesh= splits the vectors, shards the assembly --
-        self.mesh, self._sharding, self._jac, self._mesh_jits = None, None, None, None
+        self.mesh, self._sharding, self._mesh_jits = None, None, None
         if mesh is not None:
             self._set_mesh(mesh, x_flat, args)
         # -- end of mesh --
@@ -625,25 +632,29 @@ class GaussNewton:
 
     def _set_mesh(self, mesh, x_flat, args):
         from . import _sharding
-        from ._compressed import sparse_jacobian
 
-        self.mesh = _sharding.check_mesh(mesh, "sa.GaussNewton")
+        self.mesh = mesh
         self._sharding = _sharding.solver_sharding(self.mesh, self.n, "sa.GaussNewton")
-        if self._direct is not None:  # the same colouring, products split over the mesh
-            self._jac = sparse_jacobian(self._r_flat, x_flat, *args,
-                                        coloring=self._direct.coloring, mesh=self.mesh)
 
     def _place(self, x_flat):
         from ._sharding import constrain_vector
 
         return constrain_vector(x_flat, self._sharding)
 
-    def _mesh_direct_impl(self, x_flat, args, damping, diag, damped: bool):
+    def _mesh_index(self):
+        """The sharded Jacobian's compiled values call and its index data (an argument:
+        a global array may not be closed over in a multi-process run)."""
+        plan = self._jac.plan
+        if plan is not None:
+            return plan.values_jit, plan.arrays()
+        return self._jac._values_jit, self._jac._static.get()
+
+    def _mesh_direct_impl(self, x_flat, args, damping, diag, index, damped: bool):
         """With a mesh, the sharded half of a direct step: ``r``, ``∇E`` and the values of
         ``J`` (or ``[J; √(λD)]``) from the variable-sharded compressed Jacobian."""
         x_flat = self._place(x_flat)
         r, vjp = jax.vjp(lambda v: self._r_flat(v, *args), x_flat)
-        values = self._jac.values(x_flat, *args).astype(_F64)
+        values = self._mesh_index()[0](index, x_flat, *args).astype(_F64)
         if damped:  # the identity rows follow J's rows in the pattern order of [J; I]
             values = jnp.concatenate([values, jnp.sqrt(damping * diag)])
         return r, self._place(2.0 * vjp(r)[0]), values
@@ -664,7 +675,8 @@ class GaussNewton:
             self._mesh_jits = (jax.jit(self._mesh_direct_impl, static_argnames=("damped",)),
                                jax.jit(self._mesh_model_impl))
         direct_jit, model_jit = self._mesh_jits
-        r, grad, values = direct_jit(x_flat, args, damping, diag, damped=damped)
+        r, grad, values = direct_jit(x_flat, args, damping, diag, self._mesh_index()[1],
+                                     damped=damped)
         r_host = to_host(r)
         b = np.concatenate([-r_host, np.zeros(self.n)]) if damped else -r_host
         solver = self._linear_solver("direct", damped)
@@ -959,6 +971,10 @@ def _cached_gauss_newton(residual, x0, args, route, kwargs) -> GaussNewton:
     from ._cache import cached, structure_key
 
     check_x64("sa.gauss_newton")
+    if kwargs.get("mesh") is not None:  # a list of devices -> a (hashable) Mesh
+        from ._sharding import check_mesh
+
+        kwargs = {**kwargs, "mesh": check_mesh(kwargs["mesh"], "sa.gauss_newton")}
     try:
         opts = tuple(sorted(kwargs.items()))
         hash(opts)

@@ -3,7 +3,8 @@
 Two CPU processes (two simulated devices each, four in all) join through
 `jax.distributed.initialize` on a free loopback port, build the same variable-sharded
 Jacobian over all four devices, and process 0 writes the gathered values, the residual and one
-Gauss–Newton step; the test compares them with this (single) process. The halos of the
+Gauss–Newton step (from the values, and by ``sa.gauss_newton_step(..., mesh=)``); the test
+compares them with this (single) process. The halos of the
 stencil cross the process boundary (device 1 of process 0 and device 0 of process 1 are
 neighbours). Bounded in time; skipped, with the reason, if the runtime cannot start here.
 """
@@ -52,10 +53,15 @@ WORKER = textwrap.dedent(
     local = sorted(s.device.id for s in v.addressable_shards)
     values = np.asarray(multihost_utils.process_allgather(v, tiled=True))
     res = np.asarray(multihost_utils.process_allgather(jax.jit(r)(x), tiled=True))
+    # the package's own Gauss–Newton step with mesh=: the Jacobian assembled sharded over
+    # both processes, gathered once, factorised on each host, the step put back on the mesh
+    d = sa.gauss_newton_step(r, x0, route="direct", mesh=mesh)
+    mesh_step = np.asarray(multihost_utils.process_allgather(d, tiled=True))
     if pid == 0:
         from test_distributed import gn_step
 
         np.savez(sys.argv[3], values=values, residual=res, step=gn_step(jac, values, res),
+                 mesh_step=mesh_step,
                  local=np.array(local), sharding=np.array(jac.sharding),
                  local_plan=np.array(jac.plan.local))
     multihost_utils.sync_global_devices("done")
@@ -178,3 +184,5 @@ def test_two_processes_same_gauss_newton_step(distributed):
     # and the package's own Gauss–Newton step (single process) agrees
     ref = np.asarray(sa.gauss_newton_step(r, x0, route="direct"))
     np.testing.assert_allclose(distributed["step"], ref, rtol=1e-8, atol=1e-12)
+    # sa.gauss_newton_step(..., mesh=) across the two processes: the single-process step
+    np.testing.assert_allclose(distributed["mesh_step"], ref, rtol=1e-12, atol=0)

@@ -512,7 +512,7 @@ SOLVER_SCRIPT = textwrap.dedent(
             gn[route].update(step_rel=rel(d1, d0), step_split=split(d1))
         args = (shard_variables(x0, mesh), (), jnp.asarray(0.0), jnp.ones(N * N))
         if route == "direct":  # the compiled half of a direct step (the host solves)
-            low = g1._mesh_jits[0].lower(*args, damped=False)
+            low = g1._mesh_jits[0].lower(*args, g1._mesh_index()[1], damped=False)
         else:
             low = g1._step_jit.lower(*args, damped=False, route=route)
         gn[route]["hlo"] = collectives(low.compile().as_text())
