@@ -523,6 +523,21 @@ SOLVER_SCRIPT = textwrap.dedent(
             ref = sa.sparse_jacobian(bratu, x0)
             gn[route]["jac_ulp"] = ulp(g1._jac.values(shard_variables(x0, mesh)), ref.values(x0))
             gn[route]["jac_sharding"] = g1._jac.sharding
+    # n = 4096: a host callback inside the SPMD step deadlocked the four CPU devices here
+    # (XLA aborts after 40 s); with mesh= the direct route factorises outside the program
+    NB = 64
+    hb = 1.0 / (NB + 1) ** 2
+
+    def bratu_big(u_flat):
+        u = u_flat.reshape(NB, NB)
+        up = jnp.pad(u, 1)
+        lap = up[:-2, 1:-1] + up[2:, 1:-1] + up[1:-1, :-2] + up[1:-1, 2:] - 4.0 * u
+        return (lap / hb + 6.0 * jnp.exp(u)).reshape(-1)
+
+    xb = np.zeros(NB * NB)
+    db = [sa.gauss_newton_step(bratu_big, xb, route="direct", mesh=mesh) for _ in range(2)]
+    gn["big"] = {"rel": rel(db[1], sa.gauss_newton_step(bratu_big, xb, route="direct")),
+                 "split": split(db[1])}
     out["gn"] = gn
     out["t_gn"] = time.perf_counter() - T0
 
@@ -536,8 +551,11 @@ SOLVER_SCRIPT = textwrap.dedent(
     y0 = jnp.zeros(N * N)
     ox = {}
     for name, make, kind in (
-            ("LevenbergMarquardt/direct",
-             lambda m: sa_optx.LevenbergMarquardt(1e-10, 1e-10, route="direct", mesh=m), "ls"),
+            ("GaussNewton/cg",  # split over the mesh (no host call in the loop)
+             lambda m: sa_optx.GaussNewton(1e-10, 1e-10, route="cg", mesh=m), "ls"),
+            ("LevenbergMarquardt/direct/root",  # host factorisation in the loop: unsplit on CPU
+             lambda m: sa_optx.LevenbergMarquardt(1e-10, 1e-10, route="direct", mesh=m),
+             "root"),
             ("Newton", lambda m: sa_optx.Newton(1e-10, 1e-10, mesh=m), "min")):
         sols = []
         for m in (None, mesh):
@@ -651,6 +669,9 @@ def test_gauss_newton_mesh_same_solution(solvers):
     assert g["direct"]["jac_ulp"] <= 1
     assert g["direct"]["step_rel"] <= 1e-12  # a damped step: values of [J; sqrt(lam D)]
     assert g["direct"]["x_rel"] == 0.0
+    # n = 4096 (two steps: the second one deadlocked with a host callback inside the
+    # SPMD program)
+    assert g["big"]["rel"] <= 1e-12 and g["big"]["split"]
 
 
 def test_gauss_newton_mesh_vectors_stay_split(solvers):
@@ -672,7 +693,8 @@ def test_gauss_newton_mesh_vectors_stay_split(solvers):
     assert all(x.startswith("f64[4,") for x in gathers), gathers
 
 
-@pytest.mark.parametrize("solver", ["LevenbergMarquardt/direct", "Newton"])
+@pytest.mark.parametrize("solver", ["GaussNewton/cg", "LevenbergMarquardt/direct/root",
+                                    "Newton"])
 def test_optimistix_mesh_same_solution(solvers, solver):
     r = solvers["optx"][solver]
     assert r["ok"]

@@ -72,15 +72,21 @@ class MeshField:
         return f"MeshField({self.mesh!r})"
 
 
-def constrain_tree(tree, mesh: MeshField):
+def constrain_tree(tree, mesh: MeshField, host_callback: bool = False):
     """``tree`` with its array leaves split over ``mesh.mesh`` along their leading axis.
 
     The split is that of ``_sharding.solver_sharding`` on the flat size of ``tree`` (one rule
     with ``sa.GaussNewton``); a leaf whose leading axis the devices do not divide (a scalar,
     a short parameter block) stays replicated. No-op without a mesh or under that rule's
-    "replicated".
+    "replicated", and when ``host_callback`` (the step calls the host from inside the
+    compiled loop: a sparse factorisation) on several CPU devices: a host callback inside an
+    SPMD program on CPU devices deadlocked from n = 4096 on (its operands are read while
+    every device waits in the program), so those steps run unsplit there.
     """
     if mesh.mesh is None:
+        return tree
+    devices = mesh.mesh.devices.flat
+    if host_callback and mesh.mesh.size > 1 and devices[0].platform == "cpu":
         return tree
     from jax.sharding import NamedSharding, PartitionSpec
 

@@ -313,14 +313,15 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
         check_x64(f"sa_optx.{type(self).__name__}")
         plan = self._make_plan(fn, y, args, f_struct)
         inner = self._inner(self._linear_solver(plan))
-        y = constrain_tree(y, self.mesh)
+        y = constrain_tree(y, self.mesh, _calls_host(plan))
         return _State(inner.init(fn, y, args, options, f_struct, aux_struct, tags), plan)
 
     def step(self, fn, y, args, options, state, tags):
         inner = self._inner(self._linear_solver(state.plan))
-        y = constrain_tree(y, self.mesh)  # mesh=: the loop carries y split over the mesh
+        host = _calls_host(state.plan)
+        y = constrain_tree(y, self.mesh, host)  # mesh=: the loop carries y split
         y, inner_state, aux = inner.step(fn, y, args, options, state.inner, tags)
-        return constrain_tree(y, self.mesh), _State(inner_state, state.plan), aux
+        return constrain_tree(y, self.mesh, host), _State(inner_state, state.plan), aux
 
     def terminate(self, fn, y, args, options, state, tags):
         inner = self._inner(self._linear_solver(state.plan))
@@ -329,7 +330,13 @@ class _AbstractSparseLeastSquares(optx.AbstractLeastSquaresSolver):
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         inner = self._inner(self._linear_solver(state.plan))
         y, aux, stats = inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
-        return constrain_tree(y, self.mesh), aux, stats
+        return constrain_tree(y, self.mesh, _calls_host(state.plan)), aux, stats
+
+
+def _calls_host(plan: Plan) -> bool:
+    """Whether a step of ``plan`` calls the host from inside the compiled loop (the sparse
+    factorisation of the direct route; a user ``linear_solver`` may)."""
+    return plan.route in ("direct", "custom")
 
 
 class GaussNewton(_AbstractSparseLeastSquares):

@@ -302,14 +302,14 @@ class Newton(optx.AbstractMinimiser):
             )
         plan = self._plan(fn, y, args)
         inner = self._inner(plan, fn, args)
-        y = constrain_tree(y, self.mesh)
+        y = constrain_tree(y, self.mesh, host_callback=True)  # the modified Newton solve
         return _State(inner.init(fn, y, args, options, f_struct, aux_struct, tags), plan)
 
     def step(self, fn, y, args, options, state, tags):
         inner = self._inner(state.plan, fn, args)
-        y = constrain_tree(y, self.mesh)  # mesh=: the loop carries y split over the mesh
+        y = constrain_tree(y, self.mesh, host_callback=True)  # mesh=: y split (not on CPU)
         y, inner_state, aux = inner.step(fn, y, args, options, state.inner, tags)
-        return constrain_tree(y, self.mesh), _State(inner_state, state.plan), aux
+        return constrain_tree(y, self.mesh, True), _State(inner_state, state.plan), aux
 
     def terminate(self, fn, y, args, options, state, tags):
         inner = self._inner(state.plan, fn, args)
@@ -318,4 +318,4 @@ class Newton(optx.AbstractMinimiser):
     def postprocess(self, fn, y, aux, args, options, state, tags, result):
         inner = self._inner(state.plan, fn, args)
         y, aux, stats = inner.postprocess(fn, y, aux, args, options, state.inner, tags, result)
-        return constrain_tree(y, self.mesh), aux, stats
+        return constrain_tree(y, self.mesh, True), aux, stats
