@@ -10,7 +10,9 @@ precomputed products) are also timed on their own, and the XLA compilations of t
 are counted and timed. Dense JAX (jacfwd / hessian) is skipped where n² floats exceed
 ~880 MB and says so. Goals (issue 14 item 5): ours/asdex <= 1.0 where the colour counts are
 equal, ours/(c·1) <= 1.2 on the Rosenbrock n=1e5 Hessian, the BRYBND-type n=1e4 Jacobian and
-the NONDQUAR-type n=1e4 Hessian.
+the NONDQUAR-type n=1e4 Hessian. ``--hvp-variants`` times the ways of taking the Rosenbrock
+Hessian's products (vmap with seeds built in the graph or passed in, linearize + vmap,
+fori_loop / scan over colours, rev_over_fwd, rev_over_rev) against one HVP.
 """
 
 from __future__ import annotations
@@ -106,13 +108,82 @@ def first_call(fn, x):
     return time.perf_counter() - t, len(_COMPILES), sum(_COMPILES)
 
 
+def hvp_variants(f, x, repeats):
+    """Ways to take the colours' HVPs of one Hessian, timed interleaved in one run: the
+    products only (no decompression), each against colours x one HVP. Issue 14 item 5 asked
+    which of these closes the gap to c x one HVP on Rosenbrock n=1e5."""
+    hess = sa.sparse_hessian(f, x)
+    col = hess.coloring
+    c, n = col.n_colors, x.shape[0]
+    colors = jax.device_put(np.asarray(col.column_colors, np.int32))
+    S = jax.device_put(np.asarray(col.seeds()[0], x.dtype))
+    grad = jax.grad(f)
+
+    def in_graph(colors):
+        return (jnp.arange(c, dtype=colors.dtype)[:, None] == colors[None, :]).astype(x.dtype)
+
+    def fwd_over_rev(z, S):
+        return jax.vmap(lambda v: jax.jvp(grad, (z,), (v,))[1])(S)
+
+    def fori_linearized(z, colors):
+        _, lin = jax.linearize(grad, z)
+
+        def body(k, buf):
+            v = (colors == k).astype(z.dtype)
+            return jax.lax.dynamic_update_index_in_dim(buf, lin(v), k, 0)
+
+        return jax.lax.fori_loop(0, c, body, jnp.zeros((c, n), z.dtype))
+
+    def scan_linearized(z, colors):
+        _, lin = jax.linearize(grad, z)
+        ks = jnp.arange(c, dtype=colors.dtype)
+        return jax.lax.scan(lambda _, k: (None, lin((colors == k).astype(z.dtype))), None,
+                            ks)[1]
+
+    variants = {
+        "vmap fwd_over_rev, seeds from colours in the graph":
+            (lambda z, col_: fwd_over_rev(z, in_graph(col_)), colors),
+        "vmap fwd_over_rev, seeds an argument (ours)": (fwd_over_rev, S),
+        "linearize once, vmap the linear map":
+            (lambda z, S: jax.vmap(jax.linearize(grad, z)[1])(S), S),
+        "fori_loop over colours, linearized": (fori_linearized, colors),
+        "scan over colours, linearized": (scan_linearized, colors),
+        "vmap rev_over_fwd": (lambda z, S: jax.vmap(
+            lambda v: jax.grad(lambda y: jax.jvp(f, (y,), (v,))[1])(z))(S), S),
+        "vmap rev_over_rev": (lambda z, S: jax.vmap(jax.vjp(grad, z)[1])(S)[0], S),
+        "one HVP (tangent an argument)": (lambda z, v: jax.jvp(grad, (z,), (v,))[1], S[0]),
+    }
+    fns, ref = {}, None
+    for name, (fn, arg) in variants.items():
+        del _COMPILES[:]
+        compiled = jax.jit(fn).lower(x, arg).compile()
+        out = np.asarray(compiled(x, arg))
+        if name != "one HVP (tangent an argument)":
+            ref = out if ref is None else ref
+            np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-10 * np.abs(ref).max())
+        fns[name] = (lambda z, compiled=compiled, arg=arg: compiled(z, arg), x)
+    med, mn = interleaved(fns, repeats)
+    one, one_min = med["one HVP (tangent an argument)"], mn["one HVP (tangent an argument)"]
+    print(f"\nHVP variants, {hess!r}: products only, median (min) of {repeats}, interleaved")
+    for name in variants:
+        print(f"  {name:54s} {fmt(med[name]):>9s} ({fmt(mn[name]):>8s})  "
+              f"/(c·1 HVP) {med[name] / (c * one):.2f} ({mn[name] / (c * one_min):.2f})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--only", default="", help="run the cases whose name contains this")
     ap.add_argument("--no-dense", action="store_true", help="skip dense jacfwd / hessian")
+    ap.add_argument("--hvp-variants", action="store_true",
+                    help="only time the ways of taking the Rosenbrock Hessian's HVPs")
     a = ap.parse_args()
+    if a.hvp_variants:
+        n = 10_000 if a.quick else 100_000
+        hvp_variants(rosenbrock, jnp.asarray(np.random.default_rng(0).normal(size=n)),
+                     a.repeats)
+        return
     import asdex
 
     rng = np.random.default_rng(0)
