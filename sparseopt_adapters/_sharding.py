@@ -232,8 +232,8 @@ def solver_sharding(mesh, n: int, caller: str = "solver") -> NamedSharding | Non
     Example:
         >>> import jax
         >>> from sparseopt_adapters._sharding import solver_sharding, variable_mesh
-        >>> solver_sharding(variable_mesh(jax.devices()[:1]), 8).spec
-        PartitionSpec('variables',)
+        >>> solver_sharding(variable_mesh(jax.devices()[:1]), 8).spec[0]
+        'variables'
     """
     mesh = check_mesh(mesh, caller)
     if mesh is None:
