@@ -22,14 +22,22 @@ needed: a search over several orders only needs colorings that beat the best so 
 
 Which kernels serve a call is decided in one place, ``_use_compiled``, from one number a
 user can reason about: the ``nnz`` of the pattern being colored (the symmetrized one for
-Hessians). A process that has not loaded numba yet pays its cold start on the first
-compiled call: importing numba (0.15-0.35 s), numba's first cached-overload load (0.2-0.4 s,
-its target context) and 3-20 ms per kernel -- 0.4-0.9 s in all on the 2-core box, against
-milliseconds of kernel work. The pure-Python kernels cost about 8 us per entry for a
-Hessian (star/acyclic coloring, several orders) and 2-3 us per entry for a Jacobian (bitmask
-greedy), so below ``COLD_NNZ[problem]`` entries the first call in a process uses Python;
-measured table: ``python benchmarks/bench_coloring.py`` (last section). A kernel already in
-memory is always used. Both give the same colors and decompression data.
+Hessians), against ``COLD_NNZ``. A process that has not loaded numba yet pays its cold start
+on the first compiled call: importing numba (0.15-0.35 s), numba's first cached-overload
+load (0.2-0.4 s: its target context) and 3-20 ms per kernel -- 0.5-1.0 s in all on the
+loaded 2-core box, against milliseconds of kernel work. The pure-Python kernels cost about
+2.5-3.5 us per entry (BRYBND Hessian, 5-point and main-example Jacobians, "auto"), so below
+``COLD_NNZ`` entries the first call in a process uses Python. Measured (fresh processes,
+warm disk cache, ``python benchmarks/bench_coloring.py``, loaded box):
+
+    pattern                    nnz     Python 1st   numba cold 1st   numba warm
+    BRYBND Hessian n=1e4       1.3e5   0.47 s       0.75 s           0.031 s
+    BRYBND Hessian n=2e4       2.6e5   0.70 s       1.00 s           0.046 s
+    5-point Jacobian 220²      2.4e5   0.88 s       1.18 s           0.13 s
+    main example J, nc=28      1.8e5   0.48 s       0.96 s           0.075 s
+
+A kernel already in memory is always used. Both give the same colors and decompression
+data.
 
 The kernels use ``cache=True``: the machine code is written next to this file
 (``__pycache__``), or, where that folder is read-only, to numba's user-wide cache; when
@@ -55,12 +63,14 @@ from . import _python
 _LOCK = threading.Lock()
 _COMPILED = None  # the module of compiled kernels (imported, numba decorated), False: none
 _WARMING = None  # the background process that compiles them into the disk cache
-# (problem, nnz) of the coloring in progress, set by pattern_size
-_NNZ = contextvars.ContextVar("sparseopt_adapters_coloring_nnz", default=("hessian", None))
-# The one threshold: below COLD_NNZ[problem] pattern entries, a kernel not yet in memory
-# runs as Python (cheaper than numba's cold start, see the module docstring and the table of
-# benchmarks/bench_coloring.py). Both give the same colors.
-COLD_NNZ = {"jacobian": 200_000, "hessian": 60_000}
+# nnz of the pattern being colored, set by pattern_size
+_NNZ = contextvars.ContextVar("sparseopt_adapters_coloring_nnz", default=None)
+# The one threshold: below COLD_NNZ pattern entries, a kernel not yet in memory runs as
+# Python (cheaper than numba's cold start, see the module docstring and the table of
+# benchmarks/bench_coloring.py; the measured crossover is 2.5e5-3e5 entries for both the
+# BRYBND Hessian and the 5-point / main-example Jacobians, kept lower because patterns with
+# dense rows make the Python kernels slower per entry). Both give the same colors.
+COLD_NNZ = 200_000
 # Up to this many entries, a kernel that is not in the disk cache yet (the first run on a
 # machine, or a new numba) is not compiled in the user's process: the Python kernel runs
 # (a few seconds at most) while a background process compiles every kernel into the cache
@@ -180,9 +190,9 @@ def _use_compiled(size: int, kernel: str) -> bool:
         return False
     if _COMPILED is not None and getattr(_COMPILED, kernel).signatures:
         return True  # in memory already
-    problem, nnz = _NNZ.get()
+    nnz = _NNZ.get()
     nnz = size if nnz is None else nnz
-    if nnz < COLD_NNZ[problem] and mode != "numba":
+    if nnz < COLD_NNZ and mode != "numba":
         return False
     kernels = _compiled()
     if not kernels:
@@ -196,11 +206,10 @@ def _use_compiled(size: int, kernel: str) -> bool:
 
 
 @contextlib.contextmanager
-def pattern_size(nnz: int, problem: str):
-    """Within this block the kernels are chosen for a ``problem`` (``"jacobian"`` or
-    ``"hessian"``) pattern of ``nnz`` entries: set by the public entry points, so that every
-    kernel of one coloring makes the same choice."""
-    token = _NNZ.set((problem, int(nnz)))
+def pattern_size(nnz: int):
+    """Within this block the kernels are chosen for a pattern of ``nnz`` entries: set by
+    the public entry points, so that every kernel of one coloring makes the same choice."""
+    token = _NNZ.set(int(nnz))
     try:
         yield
     finally:

@@ -219,8 +219,7 @@ class ColoringResult:
         from . import _kernels
         from ._decompression import BUILDERS
 
-        with _kernels.pattern_size(pattern.nnz,
-                                   "hessian" if mode in HESSIAN_METHODS else "jacobian"):
+        with _kernels.pattern_size(pattern.nnz):
             return BUILDERS[mode](pattern, np.asarray(z["colors"]), order)
 
     # -- identity / pictures ----------------------------------------------------------

@@ -146,7 +146,7 @@ def test_without_numba_the_python_kernels_are_used():
         from sparseopt_adapters._coloring import _kernels, backend
         d = np.eye(300, dtype=bool) | np.eye(300, k=1, dtype=bool) | np.eye(300, k=-1, dtype=bool)
         p = sa.SparsityPattern.from_dense(d | d.T)
-        _kernels.COLD_NNZ = {"jacobian": 0, "hessian": 0}
+        _kernels.COLD_NNZ = 0
         print(backend(), sa.color_hessian(p, method="star").n_colors,
               sa.color_jacobian(p, mode="forward").n_colors)
     """
@@ -203,7 +203,7 @@ def test_a_kernel_missing_from_the_disk_cache_is_compiled_in_another_process(tmp
         import sparseopt_adapters as sa
         from sparseopt_adapters._coloring import _kernels, _numba
         from patterns import brybnd_hessian
-        p = brybnd_hessian(6000)  # 7.8e4 entries: between COLD_NNZ and COMPILE_NNZ
+        p = brybnd_hessian(16000)  # 2.1e5 entries: between COLD_NNZ and COMPILE_NNZ
         a = sa.color_hessian(p, method="star")
         print(len(_numba.star_coloring.signatures), _kernels._WARMING is not None)
         _kernels._WARMING.wait(timeout=500)
@@ -272,7 +272,7 @@ def test_small_patterns_do_not_start_numba():
         sa.color_hessian(h)
         sa.color_jacobian(stencil(30, 30))
         print("numba" in sys.modules)
-        _kernels.COLD_NNZ = dict(hessian=h.nnz, jacobian=h.nnz)
+        _kernels.COLD_NNZ = h.nnz
         a = sa.color_hessian(h)
         print("numba" in sys.modules, a.n_colors)
     """.format(tests=str(ROOT / "tests" / "_coloring"))
