@@ -36,8 +36,10 @@ warm disk cache, ``python benchmarks/bench_coloring.py``, loaded box):
     5-point Jacobian 220²      2.4e5   0.88 s       1.18 s           0.13 s
     main example J, nc=28      1.8e5   0.48 s       0.96 s           0.075 s
 
-A kernel already in memory is always used. Both give the same colors and decompression
-data.
+The entries of earlier colorings in the process count towards ``COLD_NNZ`` (see
+[`pattern_size`][]): a second 1.8e5-entry coloring loads numba rather than paying the
+Python kernels again. A kernel already in memory is always used. Both give the same colors
+and decompression data.
 
 The kernels use ``cache=True``: the machine code is written next to this file
 (``__pycache__``), or, where that folder is read-only, to numba's user-wide cache; when
@@ -65,6 +67,7 @@ _COMPILED = None  # the module of compiled kernels (imported, numba decorated), 
 _WARMING = None  # the background process that compiles them into the disk cache
 # nnz of the pattern being colored, set by pattern_size
 _NNZ = contextvars.ContextVar("sparseopt_adapters_coloring_nnz", default=None)
+_SEEN_NNZ = 0  # entries of the patterns colored so far in this process
 # The one threshold: below COLD_NNZ pattern entries, a kernel not yet in memory runs as
 # Python (cheaper than numba's cold start, see the module docstring and the table of
 # benchmarks/bench_coloring.py; the measured crossover is 2.5e5-3e5 entries for both the
@@ -208,12 +211,20 @@ def _use_compiled(size: int, kernel: str) -> bool:
 @contextlib.contextmanager
 def pattern_size(nnz: int):
     """Within this block the kernels are chosen for a pattern of ``nnz`` entries: set by
-    the public entry points, so that every kernel of one coloring makes the same choice."""
-    token = _NNZ.set(int(nnz))
+    the public entry points, so that every kernel of one coloring makes the same choice.
+
+    The entries of earlier colorings in this process count too (a ski-rental rule): once
+    the Python kernels have colored ``COLD_NNZ`` entries in all, numba's cold start is paid
+    (once) instead of the Python cost again, so that a process coloring many patterns pays
+    at most about twice the cheaper of the two."""
+    global _SEEN_NNZ
+    nnz = int(nnz)
+    token = _NNZ.set(nnz + _SEEN_NNZ)
     try:
         yield
     finally:
         _NNZ.reset(token)
+        _SEEN_NNZ += nnz
 
 
 def _i64(a):
