@@ -279,9 +279,9 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
         return cls(jac.coloring, backend=backend)
 
     def init(self, operator, options):
-        from ._compressed import decompress
+        from ._compressed import _index_data
+        from ._products import decompress_index, seeds
 
-        del options
         in_struct = operator.in_structure()
         out_struct = operator.out_structure()
         ravel_in, unravel_in, n = _struct_ravel(in_struct)
@@ -293,9 +293,17 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
                 f"{c.pattern.shape[1]} operator but got one mapping {n} inputs to {m} "
                 "outputs. Build the solver from the pattern of this operator."
             )
-        # The seeds are constants; without the barrier XLA constant-folds everything that
-        # depends only on them (gathers/scatters of the seeds) at compile time, for seconds.
-        fwd_seeds, rev_seeds = jax.lax.optimization_barrier(c.seeds())
+        # The coloring's index data: ``options["index"]`` (device arrays passed into the
+        # compiled call by sa.GaussNewton: nothing of size nnz is baked in), else constants.
+        index = (options or {}).get("index")
+        if index is None:
+            index = _index_data(c)
+        # Seeds built in the graph from the colours. Without the barrier XLA constant-folds
+        # everything that depends only on constant seeds at compile time, for seconds.
+        fwd_seeds, rev_seeds = jax.lax.optimization_barrier((
+            seeds(index["col_colors"], c.n_forward, _F64),
+            seeds(index["row_colors"], c.n_reverse, _F64),
+        ))
         parts = []
         if c.n_forward:
             fwd = jax.vmap(lambda s: ravel_out(operator.mv(unravel_in(s))))(fwd_seeds)
@@ -305,7 +313,8 @@ class SparseDirectSolver(lx.AbstractLinearSolver):
             rev = jax.vmap(lambda s: ravel_in(op_t.mv(unravel_out(s))))(rev_seeds)
             parts.append(rev.reshape(-1))
         if parts:
-            values = decompress(c, parts[0] if len(parts) == 1 else jnp.concatenate(parts))
+            compressed = parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+            values = decompress_index(compressed, index)
         else:
             values = jnp.zeros((0,), _F64)
         symmetric = bool(m == n and lx.is_symmetric(operator))
@@ -416,39 +425,103 @@ def normal_operator(
 # ---------------------------------------------------------------------------------------
 
 
+class _TracedResidual:
+    """The flat residual traced once, at setup: detection reads this jaxpr and every step
+    evaluates it, so the residual's Python is not traced again after setup; its constants
+    (index arrays, data closed over) are arguments of the compiled steps, not baked in.
 
-def _detect_and_color(r_flat, x_flat, args, pattern, mode, backend="auto", mesh=None):
-    """Detection (unless ``pattern`` is given) and coloring, through ``sa.sparse_jacobian``
-    (with ``mesh``: built for it, so no single-device copy of its index data is kept)."""
+    ``fn(args, consts)`` is the residual ``v ↦ r`` for the step being traced: the jaxpr when
+    ``args`` has the traced structure, shapes and dtypes, else a fresh trace of ``r_flat``
+    (as ``jax.jit`` would retrace). ``consts`` is ``None`` when reuse is off (the setup
+    itself ran under a trace: its constants are tracers).
+    """
+
+    def __init__(self, r_flat, x_flat, args):
+        def struct(a):
+            return jax.ShapeDtypeStruct(np.shape(a), getattr(a, "dtype", None)
+                                        or np.result_type(a))
+
+        self.r_flat = r_flat
+        x_struct = jax.ShapeDtypeStruct(x_flat.shape, _F64)
+        self.closed = jax.make_jaxpr(r_flat)(x_struct, *jax.tree.map(struct, args))
+        self.m = int(self.closed.out_avals[0].shape[0])
+        self.args_tree = jax.tree.structure(args)
+        self.args_avals = [(tuple(v.aval.shape), np.dtype(v.aval.dtype))
+                           for v in self.closed.jaxpr.invars[1:]]
+        consts = self.closed.consts
+        if any(isinstance(c, jax.core.Tracer) for c in consts):
+            self.consts = None
+        else:
+            # device_put, not jnp.asarray: the latter compiles a small program per shape
+            self.consts = [c if isinstance(c, jax.Array) else jax.device_put(np.asarray(c))
+                           for c in consts]
+
+    def matches(self, args) -> bool:
+        if self.consts is None or jax.tree.structure(args) != self.args_tree:
+            return False
+        leaves = jax.tree.leaves(args)
+        return all(
+            (tuple(np.shape(a)), np.dtype(getattr(a, "dtype", None) or np.result_type(a))) == av
+            for a, av in zip(leaves, self.args_avals, strict=True)
+        )
+
+    def fn(self, args, consts):
+        if consts is not None and self.matches(args):
+            jaxpr, leaves = self.closed.jaxpr, jax.tree.leaves(args)
+            return lambda v: jax.core.eval_jaxpr(jaxpr, consts, v, *leaves)[0]
+        return lambda v: self.r_flat(v, *args)
+
+
+def _detect_and_color(traced: _TracedResidual, x_flat, args, pattern, mode, backend="auto",
+                      mesh=None):
+    """Detection on the traced jaxpr (unless ``pattern`` is given), then coloring:
+    ``(pattern, solver, jac)``.
+
+    ``mode="auto"`` goes through ``sa.sparse_jacobian``, which also checks that JAX can
+    trace the chosen product direction (no forward mode through a ``custom_vjp``...); so
+    does ``mesh`` (``jac`` built for it, so no single-device copy of its index data is
+    kept). Else ``jac`` is ``None``.
+    """
+    from ._coloring import color_jacobian
     from ._compressed import sparse_jacobian
+    from ._detection._api import jacobian_sparsity_of_jaxpr
 
-    kw = {} if pattern is None else {"pattern": pattern}
-    jac = sparse_jacobian(r_flat, x_flat, *args, argnums=0, mode=mode, mesh=mesh, **kw)
-    return jac.pattern, SparseDirectSolver.from_jacobian(jac, backend=backend), jac
+    m, n = traced.m, int(x_flat.size)
+    if pattern is None:
+        pattern = jacobian_sparsity_of_jaxpr(traced.closed, x_flat, *args)
+    elif pattern.shape != (m, n):
+        raise ValueError(
+            f"sa.GaussNewton: pattern has shape {pattern.shape}, but the residual maps {n} "
+            f"parameters to {m} values, so the Jacobian is {(m, n)}."
+        )
+    jac = None
+    if mode == "auto" or mesh is not None:
+        jac = sparse_jacobian(traced.r_flat, x_flat, *args, argnums=0, mode=mode,
+                              pattern=pattern, mesh=mesh)
+        coloring = jac.coloring
+    else:
+        coloring = color_jacobian(pattern, mode=mode)
+    return pattern, SparseDirectSolver(coloring, backend=backend), jac
 
 
-def _probe_density(r_flat, x_flat, args, k: int = 4) -> float:
+def _probe_density(traced: _TracedResidual, x_flat, args, k: int = 4) -> float:
     """Fraction of structural nonzeros in ``k`` sampled Jacobian columns.
 
     A cheap look before full detection: detection runs with only the ``k`` sampled entries
-    of ``x`` as variables (the rest is an unknown, non-differentiated argument), so it costs
+    of ``x`` as variables (the rest is an unknown, non-differentiated value), so it costs
     ``m·k`` dependency entries however dense the Jacobian is, compiles nothing, and is sound
     (a structural, global count). When the sampled columns are mostly nonzero the Jacobian is
     (nearly) dense and a coloring would need about ``n`` colors.
     """
-    from ._detection import jacobian_sparsity
+    from ._detection._api import jacobian_sparsity_of_jaxpr
 
     n = int(x_flat.size)
     if n == 0:
         return 0.0
     cols = np.unique(np.linspace(0, n - 1, min(k, n)).astype(np.int64))
-
-    def sampled(z, x, *a):
-        return r_flat(x.at[cols].set(z), *a)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # full detection (if it runs) warns once, itself
-        p = jacobian_sparsity(sampled, x_flat[cols], x_flat, *args)
+        p = jacobian_sparsity_of_jaxpr(traced.closed, x_flat, *args, columns=cols)
     m = max(int(p.shape[0]), 1)
     return p.nnz / (cols.size * m)
 
@@ -582,7 +655,8 @@ class GaussNewton:
         self._r_flat = r_flat
         self._unravel = unravel
         self.n = int(x_flat.size)
-        self.m = int(jax.eval_shape(lambda v: r_flat(v, *args), x_flat).shape[0])
+        self._traced = _TracedResidual(r_flat, x_flat, args)  # the one trace of the residual
+        self.m = self._traced.m
         self.pattern = pattern
         self.n_colors = None
         self.normal_nnz = None
@@ -592,7 +666,7 @@ class GaussNewton:
         self._direct_backend = direct_backend
         self.probe_density = None
         if route == "auto" and pattern is None:
-            self.probe_density = _probe_density(r_flat, x_flat, args)
+            self.probe_density = _probe_density(self._traced, x_flat, args)
             if _policy.dense_by_probe(self.probe_density, self.m, self.n):
                 route = "lsmr"  # a dense Jacobian: detection and coloring cannot pay
         if route in ("auto", "direct"):
@@ -602,7 +676,7 @@ class GaussNewton:
                 if coloring_mode is None:
                     coloring_mode = "forward" if self.m >= self.n else "auto"
                 self.pattern, self._direct, jac = _detect_and_color(
-                    r_flat, x_flat, args, pattern, coloring_mode, direct_backend, mesh
+                    self._traced, x_flat, args, pattern, coloring_mode, direct_backend, mesh
                 )
                 self._jac = jac if mesh is not None else None
             self.n_colors = self._direct.n_colors
@@ -617,12 +691,14 @@ class GaussNewton:
         self._linear_max_steps = linear_max_steps
         # -- issue 17 (owner: _sharding): mesh= splits the vectors, shards the assembly --
         self.mesh, self._sharding, self._mesh_jits = None, None, None
+        self._energy_jit = None  # mesh + direct only: its line search runs on the host
         if mesh is not None:
             self._set_mesh(mesh, x_flat, args)
         # -- end of mesh --
         self._step_jit = jax.jit(self._step_impl, static_argnames=("damped", "route"))
-        self._energy_jit = jax.jit(self._energy_impl)
         self._curvature_jit = jax.jit(self._mean_curvature_impl)
+        self._index = {}  # device copies of the direct solvers' index data, made on first use
+        self._ones = None
 
     def __repr__(self):
         return (
@@ -664,16 +740,22 @@ class GaussNewton:
         r, jd = jax.jvp(lambda v: self._r_flat(v, *args), (x_flat,), (self._place(delta),))
         return jnp.sum((r + jd) ** 2)
 
-    def _mesh_direct_step(self, x_flat, args, damping, diag, damped):
+    def _mesh_energy_impl(self, x_flat, args):
+        x_flat = self._place(x_flat)
+        r = self._r_flat(x_flat, *args)
+        return jnp.sum(r * r)
+
+    def _mesh_direct_step(self, x_flat, args, damping, diag, damped, search):
         """The direct step with a mesh: products and values on the devices, one gather of
         the values and of ``r`` to the host, the factorisation there (outside any compiled
         program: a host callback inside an SPMD program on CPU devices deadlocked at
-        n = 4096), and the step placed back on the mesh."""
+        n = 4096), and the step placed back on the mesh; the line search on the host."""
         from ._sharding import to_host
 
         if self._mesh_jits is None:
             self._mesh_jits = (jax.jit(self._mesh_direct_impl, static_argnames=("damped",)),
                                jax.jit(self._mesh_model_impl))
+            self._energy_jit = jax.jit(self._mesh_energy_impl)
         direct_jit, model_jit = self._mesh_jits
         r, grad, values = direct_jit(x_flat, args, damping, diag, self._mesh_index()[1],
                                      damped=damped)
@@ -686,7 +768,22 @@ class GaussNewton:
         result = lx.RESULTS.where(jnp.asarray(ok), lx.RESULTS.successful, lx.RESULTS.singular)
         delta = self._place(jnp.asarray(delta) if self._sharding is None else delta)
         model = model_jit(x_flat, args, delta) if ok else jnp.asarray(np.inf)
-        return delta, jnp.sum(r * r), grad, result, model
+        energy = float(np.sum(r_host * r_host))
+        grad_host = to_host(grad)
+        slope = float(np.dot(grad_host, to_host(delta))) if ok else np.nan
+        alpha, e_new, accepted, k = 1.0, np.nan, False, 0
+        max_evals, armijo = int(search[0]), bool(search[1])
+        while ok and k < max_evals and not accepted and (not armijo or slope < 0):
+            e_new = float(self._energy_jit(x_flat + alpha * delta, args))
+            accepted = not armijo or e_new <= energy + 1e-4 * alpha * slope
+            alpha = alpha if accepted else 0.5 * alpha
+            k += 1
+        return _Step(
+            delta=delta, energy=jnp.sum(r * r), grad=grad, result=result, model=model,
+            grad_norm=np.float64(np.linalg.norm(grad_host)), slope=np.float64(slope),
+            finite=np.bool_(ok), alpha=np.float64(alpha), x_new=x_flat + alpha * delta,
+            e_new=np.float64(e_new), accepted=np.bool_(accepted),
+        )
 
     def _linear_solver(self, route: str, damped: bool):
         kw = dict(rtol=self._linear_rtol, atol=self._linear_atol, max_steps=self._linear_max_steps)
@@ -705,14 +802,29 @@ class GaussNewton:
         return self._direct
 
     # -- jitted pieces --------------------------------------------------------------------
-    def _energy_impl(self, x_flat, args):
-        x_flat = self._place(x_flat)
-        r = self._r_flat(x_flat, *args)
-        return jnp.sum(r * r)
+    def _aux(self, damped: bool, route: str):
+        """The arrays a step takes as arguments rather than baked-in constants: the
+        residual's jaxpr constants and (direct route) the coloring's index data."""
+        index = None
+        if route == "direct":
+            solver = self._linear_solver(route, damped)
+            key = id(solver)
+            if key not in self._index:
+                from ._compressed import _index_data
 
-    def _step_impl(self, x_flat, args, damping, diag, damped: bool, route: str):
+                self._index[key] = jax.device_put(_index_data(solver.coloring))
+            index = self._index[key]
+        return {"consts": self._traced.consts, "index": index}
+
+    def _step_impl(self, x_flat, args, aux, damping, diag, search, damped: bool, route: str):
+        """One whole Gauss–Newton iteration in one executable: the residual and its
+        linearisation, the linear solve, ‖∇E‖, the slope ∇E·δ, the model ‖r + Jδ‖² and the
+        backtracking line search (``search = (most energy evaluations, armijo)``: the
+        energies at ``x + αδ`` for α = 1, ½, ... until the Armijo test passes; with armijo
+        off, the energy at ``x + δ`` when ``search[0] ≥ 1``)."""
         x_flat = self._place(x_flat)
-        r, lin = jax.linearize(lambda v: self._r_flat(v, *args), x_flat)
+        r_fn = self._traced.fn(args, aux["consts"])
+        r, lin = jax.linearize(r_fn, x_flat)
         struct = jax.ShapeDtypeStruct(x_flat.shape, _F64)
         J = lx.FunctionLinearOperator(lin, struct)
         Jtr = J.transpose().mv(r)
@@ -723,19 +835,50 @@ class GaussNewton:
             vec = (-r, jnp.zeros_like(x_flat))
         else:
             op, vec = J, -r
-        sol = lx.linear_solve(op, vec, solver, throw=False)
+        options = {} if aux["index"] is None else {"index": aux["index"]}
+        sol = lx.linear_solve(op, vec, solver, options=options, throw=False)
         delta = self._place(sol.value)
         # the Gauss–Newton model's prediction ‖r + Jδ‖² (one more JVP) for damping control
         model = jnp.sum((r + J.mv(delta)) ** 2)
-        return delta, jnp.sum(r * r), 2.0 * Jtr, sol.result, model
+        energy = jnp.sum(r * r)
+        grad = 2.0 * Jtr
+        slope = jnp.dot(grad, delta)
+        finite = jnp.all(jnp.isfinite(delta))
+        max_evals, armijo = search
 
-    def _mean_curvature_impl(self, x_flat, args):
+        def trial(alpha):
+            rt = r_fn(x_flat + alpha * delta)
+            return jnp.sum(rt * rt)
+
+        def cond(c):
+            k, _, _, accepted = c
+            return (k < max_evals) & ~accepted & finite & (~armijo | (slope < 0))
+
+        def body(c):
+            k, alpha, _, _ = c
+            e_new = trial(alpha)
+            accepted = ~armijo | (e_new <= energy + 1e-4 * alpha * slope)
+            return k + 1, jnp.where(accepted, alpha, 0.5 * alpha), e_new, accepted
+
+        init = (jnp.asarray(0), jnp.asarray(1.0, _F64), jnp.asarray(jnp.nan, _F64),
+                jnp.asarray(False))
+        _, alpha, e_new, accepted = jax.lax.while_loop(cond, body, init)
+        return _Step(
+            delta=delta, energy=energy, grad=grad, result=sol.result, model=model,
+            grad_norm=jnp.linalg.norm(grad), slope=slope, finite=finite, alpha=alpha,
+            x_new=x_flat + alpha * delta, e_new=e_new, accepted=accepted,
+        )
+
+    def _mean_curvature_impl(self, x_flat, args, consts):
         """``‖J z‖² / n`` for a Rademacher ``z``: an estimate of the mean diagonal of JᵀJ."""
         x_flat = self._place(x_flat)
         z = jnp.where(jnp.arange(x_flat.size) % 2 == 0, 1.0, -1.0)
         z = z * jnp.where(jax.random.bernoulli(jax.random.key(0), 0.5, z.shape), 1.0, -1.0)
-        _, jz = jax.jvp(lambda v: self._r_flat(v, *args), (x_flat,), (z,))
+        _, jz = jax.jvp(self._traced.fn(args, consts), (x_flat,), (z,))
         return jnp.sum(jz * jz) / max(x_flat.size, 1)
+
+    def _curvature(self, x_flat, args) -> float:
+        return float(self._curvature_jit(x_flat, args, self._traced.consts))
 
     # -- public -----------------------------------------------------------------------------
     def step(self, x, *args, damping=0.0, diag=None):
@@ -748,26 +891,37 @@ class GaussNewton:
             (``‖r + Jδ‖²``, the Gauss–Newton model's predicted energy).
         """
         x_flat, _ = ravel_parameters(x)
-        delta, energy, grad, result, model = self._run_step(x_flat, args, damping, diag)
-        info = {"energy": energy, "grad": grad, "result": result, "model": model}
-        return self._unravel(delta), info
+        st = self._run_step(x_flat, args, damping, diag)
+        info = {"energy": st.energy, "grad": st.grad, "result": st.result, "model": st.model}
+        return self._unravel(st.delta), info
 
-    def _run_step(self, x_flat, args, damping, diag, force_damped=False, route=None):
+    def _run_step(self, x_flat, args, damping, diag, force_damped=False, route=None,
+                  search=(0, False)):
         damped = force_damped or not (isinstance(damping, (int, float)) and damping == 0.0)
-        diag = jnp.ones_like(x_flat) if diag is None else jnp.asarray(diag, _F64)
-        if self._jac is not None and (self.route if route is None else route) == "direct":
-            return self._mesh_direct_step(x_flat, args, jnp.asarray(damping, _F64), diag, damped)
+        if diag is None:
+            if self._ones is None:
+                self._ones = jax.device_put(np.ones(self.n))  # a transfer, not a compile
+            diag = self._ones
+        else:
+            diag = jnp.asarray(diag, _F64)
+        damping = damping if isinstance(damping, jax.Array) else np.float64(damping)
+        route = self.route if route is None else route
+        if self._jac is not None and route == "direct":
+            return self._mesh_direct_step(x_flat, args, np.float64(damping), diag, damped,
+                                          search)
+        search = (np.int32(search[0]), np.bool_(search[1]))
         return self._step_jit(
-            x_flat, args, jnp.asarray(damping, _F64), diag, damped=damped,
-            route=self.route if route is None else route,
+            x_flat, args, self._aux(damped, route), damping, diag, search,
+            damped=damped, route=route,
         )
 
-    def _finite_step(self, x_flat, args, damping, damped, route, step, where, notes, verbose):
+    def _finite_step(self, x_flat, args, damping, damped, route, step, where, notes, verbose,
+                     search):
         """``(step, route)``: ``step`` if its ``δ`` is finite, else the step recomputed on
         the fallback routes (``_policy``), each switch recorded in ``notes``."""
         from . import _policy
 
-        while not _policy.finite(step[0]):
+        while not bool(step.finite):
             new = _policy.fallback_route(route)
             msg = _policy.fallback_message(route, new, where)
             notes.append(msg)
@@ -777,11 +931,12 @@ class GaussNewton:
             if new is None:
                 if damped:
                     return step, route  # nothing left to try
-                lam = 1e-6 * max(float(self._curvature_jit(x_flat, args)), 1e-300)
-                step, damped = self._run_step(x_flat, args, lam, None, True, route), True
+                lam = 1e-6 * max(self._curvature(x_flat, args), 1e-300)
+                step = self._run_step(x_flat, args, lam, None, True, route, search)
+                damped = True
                 continue
             route = new
-            step = self._run_step(x_flat, args, damping, None, damped, route)
+            step = self._run_step(x_flat, args, damping, None, damped, route, search)
         return step, route
 
     def solve(
@@ -800,7 +955,9 @@ class GaussNewton:
 
         ``E = ‖r‖²``. Each step is accepted with a backtracking (Armijo) line search on ``E``
         when ``line_search`` is true. Also stops, successfully, when ``E`` reaches exactly 0.
-        Never successful at a non-finite energy or gradient.
+        Never successful at a non-finite energy or gradient. Each iteration is one call of
+        one compiled function (step, gradient norm, line search), compiled once per kind
+        of iteration (plain, damped, fallback route).
 
         Args:
             x0: Starting point, a pytree like the example ``x0``.
@@ -824,7 +981,10 @@ class GaussNewton:
             raise ValueError(f"damping must be a number >= 0 or 'adaptive', got {damping!r}.")
         lam, nu = 0.0, 2.0
         if adaptive:
-            lam = 1e-3 * float(self._curvature_jit(x_flat, args))
+            lam = 1e-3 * self._curvature(x_flat, args)
+            search = (1, False)  # the energy at the trial point x + δ, for the gain ratio
+        else:
+            search = (40, True) if line_search else (0, False)
         grad_norms, energies, notes = [], [], []
         message = f"reached max_steps={max_steps} without meeting the gradient tolerance"
         success = False
@@ -833,11 +993,9 @@ class GaussNewton:
         route = self.route
         damped = adaptive or damping != 0.0
         lam_now = lam if adaptive else damping
-        step = self._run_step(x_flat, args, lam_now, None, adaptive, route)
+        step = self._run_step(x_flat, args, lam_now, None, adaptive, route, search)
         while True:
-            delta, energy, grad, result, model = step
-            energy = float(energy)
-            gnorm = float(jnp.linalg.norm(grad))
+            energy, gnorm = (float(v) for v in jax.device_get((step.energy, step.grad_norm)))
             grad_norms.append(gnorm)
             energies.append(energy)
             gn0 = gnorm if gn0 is None else gn0
@@ -862,13 +1020,12 @@ class GaussNewton:
                 # Levenberg–Marquardt with Nielsen's damping update on the gain ratio
                 for _ in range(60):
                     step, route = self._finite_step(
-                        x_flat, args, lam, True, route, step, where, notes, verbose
+                        x_flat, args, lam, True, route, step, where, notes, verbose, search
                     )
-                    delta, _, _, result, model = step
-                    if _policy_finite(delta):
-                        x_new = x_flat + delta
-                        e_new = float(self._energy_jit(x_new, args))
-                        pred = energy - float(model)
+                    if bool(step.finite):
+                        e_new, model = (float(v) for v in jax.device_get((step.e_new,
+                                                                           step.model)))
+                        pred = energy - model
                         rho = (energy - e_new) / pred if pred > 0 else -1.0
                     else:
                         rho = -1.0
@@ -877,41 +1034,35 @@ class GaussNewton:
                         nu = 2.0
                         break
                     lam, nu = lam * nu, 2.0 * nu
-                    step = self._run_step(x_flat, args, lam, None, True, route)
+                    step = self._run_step(x_flat, args, lam, None, True, route, search)
                 else:
                     message = "Levenberg–Marquardt could not decrease the energy"
                     break
-                x_flat = x_new
+                x_flat = step.x_new
                 n_steps += 1
-                step = self._run_step(x_flat, args, lam, None, True, route)
+                step = self._run_step(x_flat, args, lam, None, True, route, search)
                 continue
             step, route = self._finite_step(
-                x_flat, args, damping, damped, route, step, where, notes, verbose
+                x_flat, args, damping, damped, route, step, where, notes, verbose, search
             )
-            delta, _, _, result, _ = step
-            if not _policy_finite(delta):
-                message = f"linear solve failed ({route}): {lx.RESULTS[result]}"
+            if not bool(step.finite):
+                message = f"linear solve failed ({route}): {lx.RESULTS[step.result]}"
                 break
-            alpha, slope = 1.0, float(jnp.dot(grad, delta))
-            x_new = x_flat + delta
             if line_search:
+                slope, alpha, accepted = jax.device_get((step.slope, step.alpha, step.accepted))
                 if slope >= 0:
                     message = "the Gauss–Newton step is not a descent direction"
                     break
-                for _ in range(40):
-                    e_new = float(self._energy_jit(x_new, args))
-                    if e_new <= energy + 1e-4 * alpha * slope:
-                        break
-                    alpha *= 0.5
-                    x_new = x_flat + alpha * delta
-                else:
+                if not accepted:
                     message = "line search failed to decrease the energy"
                     break
+            else:
+                alpha = 1.0
             if verbose:
-                print(f"       step length {alpha:.3g}")
-            x_flat = x_new
+                print(f"       step length {float(alpha):.3g}")
+            x_flat = step.x_new
             n_steps += 1
-            step = self._run_step(x_flat, args, damping, None, False, route)
+            step = self._run_step(x_flat, args, damping, None, False, route, search)
         if notes:
             message = f"{message} ({'; '.join(notes)})"
         res = GaussNewtonResult(
@@ -929,6 +1080,23 @@ class GaussNewton:
         if throw and not success:
             raise RuntimeError(f"Gauss–Newton did not converge: {message}. {res!r}")
         return res
+
+
+class _Step(eqx.Module):
+    """What one compiled Gauss–Newton iteration returns (see ``GaussNewton._step_impl``)."""
+
+    delta: jax.Array
+    energy: jax.Array
+    grad: jax.Array
+    result: Any
+    model: jax.Array
+    grad_norm: jax.Array
+    slope: jax.Array
+    finite: jax.Array
+    alpha: jax.Array
+    x_new: jax.Array
+    e_new: jax.Array
+    accepted: jax.Array
 
 
 def _policy_finite(x) -> bool:

@@ -593,6 +593,14 @@ def _is_parameter_leaf(x) -> bool:
     return bool(jnp.issubdtype(dt, jnp.inexact))
 
 
+def _concrete(xs) -> bool:
+    """Whether every leaf is a concrete value (no tracer) and float64 is on (numpy computes
+    in float64 whatever JAX's setting)."""
+    return bool(jax.config.jax_enable_x64) and not any(
+        isinstance(x, jax.core.Tracer) for x in xs
+    )
+
+
 def ravel_parameters(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
     """Flatten a parameter pytree to one float64 vector; return it and the inverse map.
 
@@ -626,12 +634,15 @@ def ravel_parameters(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
     """
     leaves, treedef = jax.tree.flatten(tree, is_leaf=_is_fixed)
     is_param = [_is_parameter_leaf(x) for x in leaves]
+    # Concrete leaves are flattened in numpy and sent over once: eager jnp calls would
+    # each compile a small XLA program (ravel, concatenate, convert) on first use.
+    xp = np if _concrete([x for x, p in zip(leaves, is_param, strict=True) if p]) else jnp
     shapes, dtypes, sizes = [], [], []
     parts = []
     for leaf, p in zip(leaves, is_param, strict=True):
         if not p:
             continue
-        a = jnp.asarray(leaf)
+        a = xp.asarray(leaf)
         if jnp.issubdtype(a.dtype, jnp.complexfloating):
             raise TypeError(
                 f"ravel_parameters got a complex leaf of shape {a.shape}; the solvers are "
@@ -640,14 +651,18 @@ def ravel_parameters(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
         shapes.append(a.shape)
         dtypes.append(a.dtype)
         sizes.append(int(np.prod(a.shape, dtype=np.int64)))
-        parts.append(jnp.ravel(a).astype(jnp.float64))
-    flat = jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.float64)
+        parts.append(xp.ravel(a).astype(np.float64))
+    if xp is np:
+        flat = jax.device_put(np.concatenate(parts) if parts else np.zeros((0,), np.float64))
+    else:
+        flat = jnp.concatenate(parts) if parts else jnp.zeros((0,), jnp.float64)
     offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).tolist()
     total = offsets[-1]
     fixed_leaves = [None if p else leaf for leaf, p in zip(leaves, is_param, strict=True)]
 
     def unravel(v):
-        v = jnp.asarray(v)
+        host = _concrete([v])  # concrete: cut in numpy, one transfer per leaf, no compile
+        v = np.asarray(v) if host else jnp.asarray(v)
         if v.shape != (total,):
             raise ValueError(
                 f"unravel expects a vector of shape ({total},) (the flat parameters), got "
@@ -658,7 +673,7 @@ def ravel_parameters(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
         for leaf, p in zip(fixed_leaves, is_param, strict=True):
             if p:
                 piece = v[offsets[k] : offsets[k + 1]].reshape(shapes[k]).astype(dtypes[k])
-                out.append(piece)
+                out.append(jax.device_put(piece) if host else piece)
                 k += 1
             else:
                 out.append(leaf)

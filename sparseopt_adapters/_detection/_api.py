@@ -31,8 +31,13 @@ def _normalize_argnums(argnums, n_args: int) -> tuple[tuple[int, ...], bool]:
     return tuple(a % n_args for a in nums), single
 
 
-def _input_abstracts(args, argnums):
-    """Abstract inputs: identity dependencies for differentiated leaves, values for others."""
+def _input_abstracts(args, argnums, columns=None):
+    """Abstract inputs: identity dependencies for differentiated leaves, values for others.
+
+    ``columns`` (optional, sorted unique indices into the differentiated entries, raveled in
+    leaf order) keeps only those entries as variables: the others are unknown values that
+    depend on nothing, and the pattern has ``len(columns)`` columns.
+    """
     flat_avals, abstracts = [], []
     offset = 0
     leaves_per_arg = [jax.tree_util.tree_leaves(a) for a in args]
@@ -53,7 +58,10 @@ def _input_abstracts(args, argnums):
             flat_avals.append(jax.ShapeDtypeStruct(shape, dtype))
             size = int(np.prod(shape, dtype=np.int64))
             if i in argnums:
-                deps = identity_cols(size, offset, n_cols)
+                if columns is None:
+                    deps = identity_cols(size, offset, n_cols)
+                else:
+                    deps = _selected_cols(size, offset, columns)
                 abstracts.append(
                     ab.AbstractArray(shape, np.dtype(dtype), np.ones(size, bool), deps)
                 )
@@ -68,6 +76,16 @@ def _input_abstracts(args, argnums):
             else:
                 abstracts.append(ab.unknown(shape, np.dtype(dtype)))
     return flat_avals, abstracts, n_cols
+
+
+def _selected_cols(size: int, offset: int, columns: np.ndarray) -> sp.csr_array:
+    """Rows ``0..size-1`` of a leaf starting at ``offset``: row ``columns[k] - offset``
+    depends on column ``k``, every other row on nothing."""
+    k = np.flatnonzero((columns >= offset) & (columns < offset + size))
+    counts = np.zeros(size, np.int64)
+    counts[columns[k] - offset] = 1
+    indptr = np.concatenate([[0], np.cumsum(counts)])
+    return sp.csr_array((np.ones(k.size, bool), k, indptr), shape=(size, columns.size))
 
 
 def _trace(f, args):
@@ -117,10 +135,28 @@ def jacobian_sparsity(f, *args, argnums=0) -> SparsityPattern:
         SparsityPattern(3×4, nnz=6, density=50.0%)
     """
     argnums_t, _ = _normalize_argnums(argnums, len(args))
-    _, abstracts, n_cols = _input_abstracts(args, argnums_t)
-    closed = _trace(f, args)
-    interp = Interpreter(n_cols)
-    outs = interp.run_closed(closed, abstracts)
+    _, abstracts, n_cols = _input_abstracts(args, argnums_t)  # bad dtypes: before tracing
+    return _run(_trace(f, args), abstracts, n_cols)
+
+
+def jacobian_sparsity_of_jaxpr(closed, *args, argnums=0, columns=None) -> SparsityPattern:
+    """``jacobian_sparsity`` of a function already traced to ``closed`` (its
+    ``jax.make_jaxpr`` on the structure of ``args``), so a caller that traces once can
+    detect on the same jaxpr it later evaluates.
+
+    ``columns`` (sorted unique indices into the raveled differentiated entries) detects only
+    those columns of the Jacobian (the pattern is ``m × len(columns)``; the other entries
+    are unknown values): costs ``m·len(columns)`` at most, however dense the Jacobian.
+    """
+    argnums_t, _ = _normalize_argnums(argnums, len(args))
+    if columns is not None:
+        columns = np.asarray(columns, np.int64)
+    _, abstracts, n_cols = _input_abstracts(args, argnums_t, columns)
+    return _run(closed, abstracts, n_cols if columns is None else int(columns.size))
+
+
+def _run(closed, abstracts, n_cols) -> SparsityPattern:
+    outs = Interpreter(n_cols).run_closed(closed, abstracts)
     return _outputs_to_pattern(outs, n_cols)
 
 
