@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from .. import _abstract as ab
 from .. import _intervals as iv
 from .._common import bind_eqn, make, out_shape_dtype, unknown_like
-from .._fold import NUMPY_IMPL
+from .._fold import JAX_FALLBACK, NUMPY_IMPL
 
 
 def bcast(interp, a, shape):
@@ -85,9 +85,15 @@ def movement(data_pos):
         args = list(a.value for a in ins)
         for i, x in zip(pos, ids, strict=True):
             args[i] = x
+        name = eqn.primitive.name
         try:
-            if eqn.primitive.name in NUMPY_IMPL:
-                outs = [NUMPY_IMPL[eqn.primitive.name](*args, **eqn.params)]
+            if name in NUMPY_IMPL:
+                try:
+                    outs = [NUMPY_IMPL[name](*args, **eqn.params)]
+                except Exception:
+                    if name not in JAX_FALLBACK:
+                        raise
+                    outs = bind_eqn(eqn, *args)
             else:
                 outs = bind_eqn(eqn, *args)
         except Exception:

@@ -11,6 +11,7 @@ from .. import _abstract as ab
 from .. import _compat
 from .. import _intervals as iv
 from .._common import all_to_all, make
+from .._fold import scatter_destination
 from .._registry import rule
 from ._shared import movement, to_src
 
@@ -127,8 +128,16 @@ def _dynamic_update_slice(interp, eqn, ins):
 
 # -- scatter: where does each update element land? ------------------------------------------
 def _scatter_destinations(eqn, operand, indices, updates):
-    """For each update element, the flat operand index it lands on (-1: dropped)."""
+    """For each update element, the flat operand index it lands on (-1: dropped).
+
+    In numpy (``_fold.scatter_destination``: no XLA compilation); JAX's own transpose of
+    ``scatter_add`` when the numpy version refuses (a mode it does not model)."""
     p = _compat.scatter_params(eqn.params)
+    try:
+        return scatter_destination(operand.shape, indices, updates.shape,
+                                   p["dimension_numbers"], p["mode"])
+    except Exception:
+        pass
     ids = np.arange(1, operand.size + 1, dtype=np.float64).reshape(operand.shape)
 
     def scat(u):
