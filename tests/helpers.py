@@ -11,6 +11,7 @@ Add a problem with ``@register``: it returns a `TestProblem`; give it a referenc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -281,3 +282,34 @@ def counting(fun):
         return fun(*a)
 
     return f, traces
+
+
+@contextlib.contextmanager
+def count_compiles():
+    """``with count_compiles() as c:`` — ``c`` lists one duration per XLA compilation
+    (``jax.monitoring``'s backend-compile event) made inside the block."""
+    import jax.monitoring
+
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def main_example():
+    """The README's main example module (``examples/sparse_operator_fit.py``)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parents[1] / "examples" / "sparse_operator_fit.py"
+    spec = importlib.util.spec_from_file_location("sparse_operator_fit", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -203,3 +203,23 @@ def test_detection_inside_jit_with_traced_index_argument():
         return x
 
     g(jnp.ones(6), jnp.array([5, 0, 2]))
+
+
+def test_detection_of_the_main_example_compiles_nothing():
+    """Fails before: 8 XLA compilations (gathers folded or moved by running them eagerly,
+    scatter destinations by JAX's transpose, ``sub`` on zeros for its zero image)."""
+    from helpers import count_compiles, main_example
+
+    residual, G0, targets, _ = main_example().make_problem(3, 1000.0, 0.05)
+
+    def flat(g, targets):
+        out = residual(sa.PatternMatrix(g, G0.pattern), targets)
+        return jnp.concatenate([jnp.ravel(r) for r in out])
+
+    with count_compiles() as compiles:
+        p = sa.jacobian_sparsity(flat, G0.values, targets)
+    assert len(compiles) == 0
+    J = np.asarray(jax.jacfwd(flat)(G0.values * 1.3, targets))
+    dense = sa.SparsityPattern.from_dense(J != 0)
+    assert p.shape == dense.shape and p.nnz >= dense.nnz
+    assert set(zip(dense.rows, dense.cols, strict=True)) <= set(zip(p.rows, p.cols, strict=True))

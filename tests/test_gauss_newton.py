@@ -410,3 +410,85 @@ def test_setup_is_paid_once(monkeypatch):
     finally:
         sa.set_cache_size(64)
         sa.clear_cache()
+
+
+# -- the one-off cost of the main example (issue 14): counts, never timings ---------------
+from helpers import count_compiles, counting, main_example  # noqa: E402
+
+
+def _main_problem(nc=4):
+    residual, G0, targets, _ = main_example().make_problem(nc, 1000.0, 0.05)
+    return residual, G0, targets
+
+
+def test_main_example_setup_compiles_nothing_and_traces_once():
+    """Fails before: setup traced the residual 4 times (shape, probe, detection, the
+    compressed Jacobian's check) and made ~20 XLA compilations (eager detection folds, the
+    probe's gather, ravel, device copies)."""
+    residual, G0, targets = _main_problem()
+    fn, traces = counting(residual)
+    with count_compiles() as compiles:
+        gn = sa.GaussNewton(fn, G0, targets)
+    assert gn.route == "direct" and gn.probe_density is not None
+    assert len(traces) == 1
+    assert len(compiles) == 0
+
+
+def test_main_example_solve_is_one_executable_and_no_retrace():
+    """Fails before: the first step compiled _step_impl, _energy_impl and four eager ops
+    (norm, dot, add, multiply) and traced the residual twice more."""
+    residual, G0, targets = _main_problem()
+    fn, traces = counting(residual)
+    gn = sa.GaussNewton(fn, G0, targets)
+    with count_compiles() as compiles:
+        first = gn.solve(G0, targets, max_steps=1)
+    assert first.n_steps == 1
+    assert len(compiles) == 1 and len(traces) == 1  # the step; the residual: setup only
+    with count_compiles() as compiles:
+        res = gn.solve(G0, targets, rtol=1e-8)
+    assert res.success and res.energy <= 1e-10 * res.energies[0], res
+    assert len(compiles) == 0 and len(traces) == 1
+    with count_compiles() as compiles:
+        delta, info = gn.step(G0, targets)  # the same executable
+    assert len(compiles) == 0 and delta.values.shape == G0.values.shape
+    # the same answer as the plain residual traced afresh (no jaxpr reuse)
+    ref = sa.GaussNewton(residual, G0, targets)
+    ref._traced.consts = None
+    res_ref = ref.solve(G0, targets, rtol=1e-8)
+    np.testing.assert_allclose(res.x.values, res_ref.x.values, rtol=1e-10, atol=1e-12)
+    assert res.n_steps == res_ref.n_steps
+
+
+def test_matrix_free_route_compiles_only_its_step():
+    """One executable for a matrix-free solve: no direct-route code, no energy function."""
+    residual, G0, targets = _main_problem()
+    gn = sa.GaussNewton(residual, G0, targets, route="lsmr")
+    with count_compiles() as compiles:
+        res = gn.solve(G0, targets, rtol=1e-6, max_steps=5)
+    assert res.n_steps >= 1
+    assert len(compiles) == 1
+
+
+def test_adaptive_damping_compiles_its_step_and_the_curvature_probe():
+    residual, G0, targets = _main_problem()
+    gn = sa.GaussNewton(residual, G0, targets)
+    with count_compiles() as compiles:
+        res = gn.solve(G0, targets, damping="adaptive", rtol=1e-8)
+    assert res.success, res
+    assert len(compiles) == 2  # the damped step, the mean-curvature estimate
+
+
+def test_other_argument_dtypes_retrace_instead_of_reusing_the_jaxpr():
+    """The setup jaxpr is for the example's shapes and dtypes; other ones trace afresh
+    (as jax.jit would), and give the same step."""
+    def residual(x, a):
+        return x**2 - a
+
+    gn = sa.GaussNewton(residual, jnp.ones(3), jnp.ones(3))
+    assert gn._traced.matches((jnp.ones(3),))
+    assert not gn._traced.matches((jnp.ones(3, jnp.float32),))
+    assert not gn._traced.matches((jnp.ones(4),))
+    a32 = jnp.array([4.0, 9.0, 16.0], jnp.float32)
+    res = gn.solve(jnp.ones(3), a32, rtol=1e-12)
+    assert res.success, res
+    np.testing.assert_allclose(res.x, [2.0, 3.0, 4.0], rtol=1e-10)
