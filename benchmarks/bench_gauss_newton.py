@@ -24,7 +24,17 @@ columns), ``rank_deficient`` (Y = B = selection of every 3rd coarse node: unused
 G, singular JᵀJ) and ``wide`` (Y, B select every 6th node: m < n). Medians of the warm
 repeats; one cold call each. Goal: ahead of both on every member, 2× faster than scipy-trf.
 
-Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauss_newton.py [--quick] [--end-to-end]``.
+``--one-off`` (issue 14) times the README main example's one-off, each run in a FRESH
+subprocess (so nothing is warm: JAX, numba's in-memory dispatchers, the setup cache): the
+import (reported separately), ``sa.GaussNewton(...)`` (detection, coloring, route), the
+first ``solve(max_steps=1)`` (its compilation) and the full solve after it, each with its
+count of XLA compilations (``jax.monitoring``) and of traces of the residual. Beside it, the
+dense JAX baseline on the same problem at first call: ``jit(jax.jacfwd(residual))`` and a
+dense ``jnp.linalg.lstsq`` Gauss–Newton step (at ``--dense-nc``, default 12: at nc = 28
+the dense Jacobian is 20 172 × 6 724, 1.1 GB). Medians over ``--runs`` processes.
+
+Run: ``OPENBLAS_NUM_THREADS=1 python benchmarks/bench_gauss_newton.py [--quick] [--end-to-end]``
+or ``... --one-off [--nc 28] [--dense-nc 12] [--runs 3]``.
 """
 
 from __future__ import annotations
@@ -274,10 +284,133 @@ def end_to_end(quick: bool, repeats: int):
                   flush=True)
 
 
+# ---------------------------------------------------------------------------------------
+# --one-off: the main example's first call, in fresh processes
+# ---------------------------------------------------------------------------------------
+_CHILD = r"""
+import json, os, sys, time
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+t0 = time.perf_counter()
+import jax, jax.numpy as jnp, numpy as np
+import sparseopt_adapters as sa
+t_import = time.perf_counter() - t0
+import importlib.util
+spec = importlib.util.spec_from_file_location("ex", sys.argv[3])
+ex = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ex)
+compiles = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda ev, d, **k: compiles.append(d)
+    if ev == "/jax/core/compile/backend_compile_duration" else None)
+kind, nc = sys.argv[1], int(sys.argv[2])
+residual, G0, targets, _ = ex.make_problem(nc, 1000.0, 0.05)
+traces = []
+def counted(G, t):
+    traces.append(1)
+    return residual(G, t)
+out = {"import": t_import, "n": int(G0.nnz)}
+def phase(name, fn):
+    c, tr, t = len(compiles), len(traces), time.perf_counter()
+    val = fn()
+    jax.block_until_ready(jax.tree.leaves(val))
+    out[name] = {"s": time.perf_counter() - t, "compiles": len(compiles) - c,
+                 "compile_s": sum(compiles[c:]), "traces": len(traces) - tr}
+    return val
+if kind == "ours":
+    gn = phase("construct", lambda: sa.GaussNewton(counted, G0, targets, route="auto"))
+    phase("first_step", lambda: gn.solve(G0, targets, max_steps=1).energy)
+    res = phase("solve", lambda: gn.solve(G0, targets, rtol=1e-8, max_steps=50))
+    out.update(m=gn.m, route=gn.route, colors=gn.n_colors, steps=res.n_steps,
+               ok=bool(res.success))
+else:
+    pattern = G0.pattern
+    def flat(g):
+        r = counted(sa.PatternMatrix(g, pattern), targets)
+        return jnp.concatenate([jnp.ravel(x) for x in r])
+    g0 = G0.values
+    jac = jax.jit(jax.jacfwd(flat))
+    J = phase("jacfwd", lambda: jac(g0))
+    step = jax.jit(lambda g, J: jnp.linalg.lstsq(J, -flat(g))[0])
+    phase("lstsq_step", lambda: step(g0, J))
+    out.update(m=int(J.shape[0]))
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _child(kind: str, nc: int) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).parents[1]))
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", _CHILD, kind, str(nc), str(_EX)],
+                          capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - t0
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode or not line:
+        raise RuntimeError(f"one-off child ({kind}, nc={nc}) failed:\n{proc.stderr[-2000:]}")
+    out = json.loads(line[0][7:])
+    out["process_wall"] = wall
+    return out
+
+
+def _median(runs, *keys):
+    vals = []
+    for r in runs:
+        v = r
+        for k in keys:
+            v = v[k]
+        vals.append(v)
+    return statistics.median(vals)
+
+
+def one_off(nc: int, dense_nc: int, runs: int) -> None:
+    print(f"Main example one-off, fresh process each run ({runs} runs, medians; a loaded "
+          "2-core box: compare within a run)")
+    header = (f"{'solver':24} {'nc':>3} {'n':>6} {'phase':>11} {'s':>7} {'compiles':>8} "
+              f"{'compile s':>9} {'traces':>6}")
+    print(header)
+    print("-" * len(header))
+    ones = {}
+    plan = [("ours", nc)] + ([("ours", dense_nc)] if dense_nc != nc else []) + [
+        ("dense", dense_nc)]
+    for kind, k_nc in plan:
+        rs = [_child(kind, k_nc) for _ in range(runs)]
+        if kind == "ours":
+            name, phases = "sa.GaussNewton", ("construct", "first_step", "solve")
+        else:
+            name, phases = "dense jit(jacfwd)+lstsq", ("jacfwd", "lstsq_step")
+        for ph in phases:
+            print(f"{name:24} {k_nc:3d} {rs[0]['n']:6d} {ph:>11} {_median(rs, ph, 's'):7.3f} "
+                  f"{_median(rs, ph, 'compiles'):8.0f} {_median(rs, ph, 'compile_s'):9.3f} "
+                  f"{_median(rs, ph, 'traces'):6.0f}")
+        one = statistics.median([sum(r[p]["s"] for p in phases[:2]) for r in rs])
+        extra = (f"route {rs[0]['route']}, {rs[0]['colors']} colors, {rs[0]['steps']} steps, "
+                 f"success {rs[0]['ok']}" if kind == "ours" else f"m = {rs[0]['m']}")
+        print(f"{'':24} {'':3} {'':6} {'ONE-OFF':>11} {one:7.3f}  (+ import "
+              f"{_median(rs, 'import'):.2f} s; process {_median(rs, 'process_wall'):.2f} s; "
+              f"{extra})")
+        if kind == "ours":
+            ones[k_nc] = one
+        elif k_nc in ones:
+            print(f"{'':24} dense first call / ours (construct + first step), nc={k_nc}: "
+                  f"{one / ones[k_nc]:.2f}×")
+
+
 if __name__ == "__main__":
     import sys
 
-    if "--end-to-end" in sys.argv:
+    if "--one-off" in sys.argv:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--one-off", action="store_true")
+        ap.add_argument("--nc", type=int, default=28)
+        ap.add_argument("--dense-nc", type=int, default=12)
+        ap.add_argument("--runs", type=int, default=3)
+        a = ap.parse_args()
+        one_off(a.nc, a.dense_nc, a.runs)
+    elif "--end-to-end" in sys.argv:
         end_to_end("--quick" in sys.argv, 1 if "--quick" in sys.argv else 3)
     else:
         main()
