@@ -594,11 +594,20 @@ def _is_parameter_leaf(x) -> bool:
 
 
 def _concrete(xs) -> bool:
-    """Whether every leaf is a concrete value (no tracer) and float64 is on (numpy computes
-    in float64 whatever JAX's setting)."""
-    return bool(jax.config.jax_enable_x64) and not any(
-        isinstance(x, jax.core.Tracer) for x in xs
-    )
+    """Whether ``xs`` may be handled in numpy: float64 is on (numpy computes in float64
+    whatever JAX's setting), no leaf is a tracer, and every JAX array lives on the default
+    device alone (a sharded or moved array keeps its placement through the jnp path)."""
+    if not jax.config.jax_enable_x64:
+        return False
+    default = None
+    for x in xs:
+        if isinstance(x, jax.core.Tracer):
+            return False
+        if isinstance(x, jax.Array):
+            default = jax.devices()[0] if default is None else default
+            if x.sharding.device_set != {default}:
+                return False
+    return True
 
 
 def ravel_parameters(tree) -> tuple[jax.Array, Callable[[jax.Array], Any]]:
