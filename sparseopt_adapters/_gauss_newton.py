@@ -816,12 +816,15 @@ class GaussNewton:
             index = self._index[key]
         return {"consts": self._traced.consts, "index": index}
 
-    def _step_impl(self, x_flat, args, aux, damping, diag, search, damped: bool, route: str):
+    def _step_impl(self, x_flat, args, damping, diag, aux=None, search=(0, False), *,
+                   damped: bool, route: str):
         """One whole Gauss–Newton iteration in one executable: the residual and its
         linearisation, the linear solve, ‖∇E‖, the slope ∇E·δ, the model ‖r + Jδ‖² and the
         backtracking line search (``search = (most energy evaluations, armijo)``: the
         energies at ``x + αδ`` for α = 1, ½, ... until the Armijo test passes; with armijo
-        off, the energy at ``x + δ`` when ``search[0] ≥ 1``)."""
+        off, the energy at ``x + δ`` when ``search[0] ≥ 1``). ``aux`` (see ``_aux``) omitted:
+        the residual traced afresh and the index data baked in (as before issue 14)."""
+        aux = {"consts": None, "index": None} if aux is None else aux
         x_flat = self._place(x_flat)
         r_fn = self._traced.fn(args, aux["consts"])
         r, lin = jax.linearize(r_fn, x_flat)
@@ -843,8 +846,9 @@ class GaussNewton:
         energy = jnp.sum(r * r)
         grad = 2.0 * Jtr
         slope = jnp.dot(grad, delta)
-        finite = jnp.all(jnp.isfinite(delta))
-        max_evals, armijo = search
+        finite = jnp.isfinite(jnp.max(jnp.abs(delta), initial=0.0))  # NaN propagates; an f64
+        # reduction (over a mesh: the all-reduce of a scalar, as CG's dot products)
+        max_evals, armijo = jnp.asarray(search[0]), jnp.asarray(search[1], bool)
 
         def trial(alpha):
             rt = r_fn(x_flat + alpha * delta)
@@ -911,7 +915,7 @@ class GaussNewton:
                                           search)
         search = (np.int32(search[0]), np.bool_(search[1]))
         return self._step_jit(
-            x_flat, args, self._aux(damped, route), damping, diag, search,
+            x_flat, args, damping, diag, self._aux(damped, route), search,
             damped=damped, route=route,
         )
 
