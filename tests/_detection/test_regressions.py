@@ -73,3 +73,20 @@ def test_a_failing_rule_is_conservative_not_an_exception(monkeypatch):
         p = sa.jacobian_sparsity(lambda x: jnp.sin(x), X5)
     assert p.nnz == 25
     assert any("internal error in its rule" in str(m.message) for m in w)
+
+
+def test_gather_fill_value_is_a_constant_not_an_element_id():
+    # Detection runs the gather on element ids; the fill (2.0) used to read as id 2, i.e.
+    # element 1 of c (a structural zero), so 2.0 * x[2] was detected as zero: a missing entry.
+    def f(x):
+        c = jnp.zeros(3).at[0].set(x[0])
+        g = c.at[jnp.array([0, 5])].get(mode="fill", fill_value=2.0)
+        return g * x[1:3]
+
+    x = jnp.array([1.0, 2.0, 3.0])
+    p = _detect_quietly(f, x)
+    assert (p.todense() == (jax.jacfwd(f)(x) != 0)).all()
+    # the default fill (NaN for floats) is not a zero either
+    q = _detect_quietly(lambda x: jnp.zeros(3).at[0].set(x[0]).at[jnp.array([0, 5])].get(
+        mode="fill") * x[1:3], x)
+    assert q.todense()[1, 2]

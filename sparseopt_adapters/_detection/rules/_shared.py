@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from .. import _abstract as ab
 from .. import _intervals as iv
 from .._common import bind_eqn, make, out_shape_dtype, unknown_like
-from .._fold import JAX_FALLBACK, NUMPY_IMPL
+from .._fold import JAX_FALLBACK, NUMPY_IMPL, _default_fill
 
 
 def bcast(interp, a, shape):
@@ -85,6 +85,12 @@ def movement(data_pos):
         args = list(a.value for a in ins)
         for i, x in zip(pos, ids, strict=True):
             args[i] = x
+        fill = _fill_constant(eqn, data)
+        if fill is not None:
+            # The fill is one more (constant) element: its id marks the outputs it fills, so
+            # they copy its value instead of whichever element the raw fill number names.
+            eqn = eqn.replace(params={**eqn.params, "fill_value": 1 + sum(a.size for a in data)})
+            data = [*data, fill]
         name = eqn.primitive.name
         try:
             if name in NUMPY_IMPL:
@@ -101,6 +107,23 @@ def movement(data_pos):
         return [gathered(eqn, data, to_src(o), k) for k, o in enumerate(outs)]
 
     return rule_fn
+
+
+def _fill_constant(eqn, data):
+    """A FILL_OR_DROP gather's fill value as a known one-element array (``None``: no fill).
+
+    Run on element ids, the fill would otherwise read as an id: a fill of 2.0 copied element
+    1's dependencies and zero-ness, so a nonzero fill over a structural zero was called zero.
+    """
+    if eqn.primitive.name != "gather" or len(data) != 1:
+        return None
+    mode = eqn.params.get("mode")
+    if getattr(mode, "name", None) != "FILL_OR_DROP":
+        return None
+    value = eqn.params.get("fill_value")
+    dtype = data[0].dtype
+    value = _default_fill(dtype) if value is None else value
+    return ab.known(np.asarray([value]).astype(dtype))
 
 
 def _unknown_outs(eqn, data):
