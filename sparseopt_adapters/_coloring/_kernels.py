@@ -24,17 +24,18 @@ Which kernels serve a call is decided in one place, ``_use_compiled``, from one 
 user can reason about: the ``nnz`` of the pattern being colored (the symmetrized one for
 Hessians), against ``COLD_NNZ``. A process that has not loaded numba yet pays its cold start
 on the first compiled call: importing numba (0.15-0.35 s), numba's first cached-overload
-load (0.2-0.4 s: its target context) and 3-20 ms per kernel -- 0.5-1.0 s in all on the
-loaded 2-core box, against milliseconds of kernel work. The pure-Python kernels cost about
-2.5-3.5 us per entry (BRYBND Hessian, 5-point and main-example Jacobians, "auto"), so below
+load (0.2-0.4 s: its target context) and 3-20 ms per kernel -- 0.35-1.0 s in all on the
+shared 2-core box, against milliseconds of kernel work. The pure-Python kernels cost about
+1-3.5 us per entry (BRYBND Hessian, 5-point and main-example Jacobians, "auto"), so below
 ``COLD_NNZ`` entries the first call in a process uses Python. Measured (fresh processes,
-warm disk cache, ``python benchmarks/bench_coloring.py``, loaded box):
+warm disk cache, ``python benchmarks/bench_coloring.py``, shared 2-core box):
 
     pattern                    nnz     Python 1st   numba cold 1st   numba warm
-    BRYBND Hessian n=1e4       1.3e5   0.47 s       0.75 s           0.031 s
-    BRYBND Hessian n=2e4       2.6e5   0.70 s       1.00 s           0.046 s
-    5-point Jacobian 220²      2.4e5   0.88 s       1.18 s           0.13 s
-    main example J, nc=28      1.8e5   0.48 s       0.96 s           0.075 s
+    BRYBND Hessian n=1e4       1.3e5   0.24 s       0.39 s           0.015 s
+    BRYBND Hessian n=2e4       2.6e5   0.48 s       0.38 s           0.030 s
+    5-point Jacobian 150²      1.1e5   0.29 s       0.48 s           0.041 s
+    5-point Jacobian 220²      2.4e5   0.44 s       0.40 s           0.051 s
+    main example J, nc=28      1.8e5   0.20 s       0.45 s           0.042 s
 
 The entries of earlier colorings in the process count towards ``COLD_NNZ`` (see
 [`pattern_size`][]): a second 1.8e5-entry coloring loads numba rather than paying the
