@@ -93,7 +93,7 @@ def color_jacobian(
             f"got {mode!r}."
         )
     m, n = pattern.shape
-    with _kernels.pattern_size(pattern.nnz):
+    with _kernels.pattern_size(pattern):
         res = _jacobian(pattern, mode, order, seed)
     if warn:
         _maybe_warn(res, min(m, n), "Jacobian")
@@ -168,7 +168,7 @@ def color_hessian(
         raise ValueError(
             f"color_hessian: method must be 'auto', 'star' or 'acyclic', got {method!r}."
         )
-    with _kernels.pattern_size(pattern.nnz):
+    with _kernels.pattern_size(pattern):
         if not _symmetric(pattern):
             pattern = pattern.symmetrize()
         res = _hessian(pattern, method, order, seed)
@@ -503,5 +503,5 @@ def coloring_from_colors(pattern: SparsityPattern, mode: str, colors) -> Colorin
     pattern = _check_pattern(pattern, "coloring_from_colors")
     if mode in HESSIAN_METHODS and not _symmetric(pattern):
         pattern = pattern.symmetrize()
-    with _kernels.pattern_size(pattern.nnz):
+    with _kernels.pattern_size(pattern):
         return BUILDERS[mode](pattern, colors, "custom")

@@ -219,7 +219,7 @@ class ColoringResult:
         from . import _kernels
         from ._decompression import BUILDERS
 
-        with _kernels.pattern_size(pattern.nnz):
+        with _kernels.pattern_size(pattern):
             return BUILDERS[mode](pattern, np.asarray(z["colors"]), order)
 
     # -- identity / pictures ----------------------------------------------------------
